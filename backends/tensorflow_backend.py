@@ -1,0 +1,112 @@
+"""TensorFlow: tf.nn.softmax / log_softmax / reduce_logsumexp / *_softmax_cross_entropy_with_logits;
+tf.GradientTape for backward."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from suite.backend_api import BaseBackend
+
+NAME = "tensorflow"
+REQUIRES = "tensorflow"
+INSTALL = "pip install tensorflow-cpu"
+
+
+class TFPrimitives:
+    def __init__(self, tf) -> None:
+        self.tf = tf
+        self.exp, self.log, self.log1p = tf.math.exp, tf.math.log, tf.math.log1p
+        self.where, self.zeros_like, self.mean = tf.where, tf.zeros_like, tf.reduce_mean
+
+    def max(self, x):
+        return self.tf.reduce_max(x, axis=-1, keepdims=True)
+
+    def sum(self, x):
+        return self.tf.reduce_sum(x, axis=-1, keepdims=True)
+
+    def squeeze(self, x):
+        return self.tf.squeeze(x, axis=-1)
+
+    def take(self, x, t):
+        return self.tf.gather(x, self.tf.expand_dims(t, -1), batch_dims=len(t.shape))
+
+    def first_max_mask(self, x):
+        return self.tf.one_hot(self.tf.argmax(x, axis=-1), depth=x.shape[-1],
+                               on_value=True, off_value=False, dtype=self.tf.bool)
+
+
+class Backend(BaseBackend):
+    name = NAME
+    fused_api = {
+        "softmax": "tf.nn.softmax", "log_softmax": "tf.nn.log_softmax",
+        "logsumexp": "tf.reduce_logsumexp",
+        "cross_entropy": "tf.nn.sparse_softmax_cross_entropy_with_logits",
+        "cross_entropy_mean": "reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits)",
+        "soft_cross_entropy": "tf.nn.softmax_cross_entropy_with_logits",
+    }
+
+    def __init__(self) -> None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+
+        self.tf = tf
+        self.version = tf.__version__
+        self.xp = TFPrimitives(tf)
+        self._dt = {"float16": tf.float16, "bfloat16": tf.bfloat16,
+                    "float32": tf.float32, "float64": tf.float64}
+
+    def devices(self):
+        gpu = None if self.tf.config.list_physical_devices("GPU") else "TensorFlow lists no GPU"
+        return {"cpu": None, "gpu": gpu}
+
+    def _dev(self, device):
+        return "/GPU:0" if device == "gpu" else "/CPU:0"
+
+    def device_name(self, device):
+        if device != "gpu":
+            return "cpu"
+        gpu = self.tf.config.list_physical_devices("GPU")[0]
+        return self.tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+
+    def put(self, a, dtype, device):
+        with self.tf.device(self._dev(device)):
+            return self.tf.cast(self.tf.constant(np.asarray(a, dtype=np.float64)), self._dt[dtype])
+
+    def put_targets(self, a, device):
+        with self.tf.device(self._dev(device)):
+            return self.tf.constant(np.asarray(a, dtype=np.int64))
+
+    def to_numpy(self, x):
+        return self.tf.cast(x, self.tf.float64).numpy()
+
+    def out_dtype(self, x):
+        return x.dtype.name
+
+    def fused(self, op, x, targets, probs):
+        tf = self.tf
+        if op == "softmax":
+            return tf.nn.softmax(x, axis=-1)
+        if op == "log_softmax":
+            return tf.nn.log_softmax(x, axis=-1)
+        if op == "logsumexp":
+            return tf.reduce_logsumexp(x, axis=-1)
+        if op == "soft_cross_entropy":
+            return tf.nn.softmax_cross_entropy_with_logits(labels=probs, logits=x)
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=x)
+        return tf.reduce_mean(ce) if op == "cross_entropy_mean" else ce
+
+    def vjp(self, fn, z, cotangent):
+        with self.tf.GradientTape() as tape:
+            tape.watch(z)
+            out = fn(z)
+        return tape.gradient(out, z, output_gradients=cotangent)
+
+    def threads(self):
+        cfg = self.tf.config.threading
+        return {"tf_intra_op": cfg.get_intra_op_parallelism_threads(),
+                "tf_inter_op": cfg.get_inter_op_parallelism_threads()}
+
+    def sync(self, device):
+        pass  # to_numpy reads the result, which waits for the device

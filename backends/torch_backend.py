@@ -1,0 +1,105 @@
+"""PyTorch: torch.softmax / log_softmax / logsumexp / F.cross_entropy; torch.autograd for backward."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from suite.backend_api import BaseBackend
+
+NAME = "torch"
+REQUIRES = "torch"
+INSTALL = "pip install torch==2.13.0  (the CPU build; any other version pulls CUDA packages)"
+
+
+class TorchPrimitives:
+    def __init__(self, torch) -> None:
+        self.t = torch
+        self.exp, self.log, self.log1p = torch.exp, torch.log, torch.log1p
+        self.where, self.zeros_like, self.mean = torch.where, torch.zeros_like, torch.mean
+
+    def max(self, x):
+        return self.t.amax(x, dim=-1, keepdim=True)
+
+    def sum(self, x):
+        return self.t.sum(x, dim=-1, keepdim=True)
+
+    def squeeze(self, x):
+        return x.squeeze(-1)
+
+    def take(self, x, t):
+        return self.t.gather(x, -1, t.unsqueeze(-1))
+
+    def first_max_mask(self, x):
+        idx = self.t.argmax(x, dim=-1, keepdim=True)
+        return self.t.zeros(x.shape, dtype=self.t.bool, device=x.device).scatter(-1, idx, True)
+
+
+class Backend(BaseBackend):
+    name = NAME
+    fused_api = {
+        "softmax": "torch.softmax", "log_softmax": "torch.log_softmax",
+        "logsumexp": "torch.logsumexp",
+        "cross_entropy": "F.cross_entropy(reduction='none')",
+        "cross_entropy_mean": "F.cross_entropy(reduction='mean')",
+        "soft_cross_entropy": "F.cross_entropy(probability targets, reduction='none')",
+    }
+
+    def __init__(self) -> None:
+        import torch
+        import torch.nn.functional as F
+
+        self.torch, self.F = torch, F
+        self.version = torch.__version__
+        self.xp = TorchPrimitives(torch)
+        self._dt = {"float16": torch.float16, "bfloat16": torch.bfloat16,
+                    "float32": torch.float32, "float64": torch.float64}
+
+    def devices(self):
+        gpu = None if self.torch.cuda.is_available() else "torch.cuda.is_available() is False"
+        return {"cpu": None, "gpu": gpu}
+
+    def _dev(self, device):
+        return "cuda" if device == "gpu" else "cpu"
+
+    def device_name(self, device):
+        return self.torch.cuda.get_device_name(0) if device == "gpu" else "cpu"
+
+    def put(self, a, dtype, device):
+        t = self.torch.as_tensor(np.asarray(a, dtype=np.float64), device=self._dev(device))
+        return t.to(self._dt[dtype])
+
+    def put_targets(self, a, device):
+        return self.torch.as_tensor(np.asarray(a, dtype=np.int64), device=self._dev(device))
+
+    def to_numpy(self, x):
+        return x.detach().to("cpu", self.torch.float64).numpy()
+
+    def out_dtype(self, x):
+        return str(x.dtype).removeprefix("torch.")
+
+    def fused(self, op, x, targets, probs):
+        torch, F = self.torch, self.F
+        if op == "softmax":
+            return torch.softmax(x, dim=-1)
+        if op == "log_softmax":
+            return torch.log_softmax(x, dim=-1)
+        if op == "logsumexp":
+            return torch.logsumexp(x, dim=-1)
+        xc = x.movedim(-1, 1) if x.ndim > 2 else x  # F.cross_entropy wants classes on dim 1
+        if op == "soft_cross_entropy":
+            pc = probs.movedim(-1, 1) if probs.ndim > 2 else probs
+            return F.cross_entropy(xc, pc, reduction="none")
+        return F.cross_entropy(xc, targets, reduction="mean" if op == "cross_entropy_mean" else "none")
+
+    def vjp(self, fn, z, cotangent):
+        zz = z.detach().requires_grad_(True)
+        (grad,) = self.torch.autograd.grad(fn(zz), zz, grad_outputs=cotangent)
+        return grad
+
+    def threads(self):
+        return {"torch_intra_op": self.torch.get_num_threads(),
+                "torch_inter_op": self.torch.get_num_interop_threads()}
+
+    def sync(self, device):
+        if device == "gpu":
+            self.torch.cuda.synchronize()

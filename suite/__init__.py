@@ -1,0 +1,1 @@
+"""Conformance and accuracy suite for softmax, log_softmax, logsumexp and cross-entropy."""

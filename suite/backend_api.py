@@ -1,0 +1,113 @@
+"""What a backend module provides, and how backends are found without importing frameworks.
+
+A backend is one file in backends/ defining NAME, REQUIRES (the import name of its framework) and
+a `Backend` class deriving from BaseBackend; its framework is imported only in `Backend()`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import pkgutil
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Callable
+
+import numpy as np
+
+import backends
+from suite.formulas import Primitives
+
+Array = Any
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str
+    requires: str
+    module: str
+    install_hint: str
+
+    @property
+    def installed(self) -> bool:
+        return importlib.util.find_spec(self.requires) is not None
+
+
+class BaseBackend:
+    """Framework-specific part only: arrays in and out, the primitives, fused ops, autodiff."""
+
+    name: str = ""
+    version: str = ""
+    xp: Primitives
+    autodiff: bool = True
+    # True: the runner hands every (impl, op, pass) of one (case, dtype) to `compile` as one
+    # function, the way the framework is used in practice (jax.jit); a failure falls back to rows.
+    compile_matrix: bool = False
+    fused_api: dict[str, str] = {}  # op -> the framework call behind `fused`, for the docs
+
+    def devices(self) -> dict[str, str | None]:
+        """device -> None when usable here, else the reason it is skipped."""
+        return {"cpu": None, "gpu": f"{self.name} sees no GPU on this machine"}
+
+    def device_name(self, device: str) -> str:
+        return device
+
+    def put(self, a: np.ndarray, dtype: str, device: str) -> Array:
+        """float64 values (already exact in `dtype`) -> a framework array of `dtype` on `device`."""
+        raise NotImplementedError
+
+    def put_targets(self, a: np.ndarray, device: str) -> Array:
+        raise NotImplementedError
+
+    def to_numpy(self, x: Array) -> np.ndarray:
+        """A framework array -> float64 numpy (exact upcast), after the device is done."""
+        raise NotImplementedError
+
+    def fused(self, op: str, x: Array, targets: Array, probs: Array) -> Array:
+        raise NotImplementedError
+
+    def vjp(self, fn: Callable[[Array], Array], z: Array, cotangent: Array) -> Array:
+        raise NotImplementedError
+
+    def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        return fn
+
+    def out_dtype(self, x: Array) -> str:
+        """The dtype name of a result, to catch silent up- or down-casting."""
+        return np.dtype(x.dtype).name
+
+    def classify(self, exc: BaseException) -> str:
+        """'unsupported' when the framework rejects the combination, else 'error'."""
+        text = str(exc).lower()
+        unsupported = ("not implemented for", "not supported", "no registered", "unsupported",
+                       "could not find device for node", "is not in the list of allowed values")
+        if isinstance(exc, (TypeError, NotImplementedError)) or any(u in text for u in unsupported):
+            return "unsupported"
+        return "error"
+
+    def threads(self) -> dict[str, int]:
+        return {}
+
+    def sync(self, device: str) -> None:
+        """Wait for queued device work (timing and honest error capture)."""
+
+
+def _module_info(mod: ModuleType) -> BackendInfo:
+    return BackendInfo(name=mod.NAME, requires=mod.REQUIRES, module=mod.__name__,
+                       install_hint=getattr(mod, "INSTALL", f"pip install {mod.REQUIRES}"))
+
+
+def discover() -> dict[str, BackendInfo]:
+    """Every backend module in backends/, keyed by NAME (importing no framework)."""
+    found = {}
+    for m in sorted(pkgutil.iter_modules(backends.__path__), key=lambda m: m.name):
+        if m.name.startswith("_"):
+            continue
+        info = _module_info(importlib.import_module(f"backends.{m.name}"))
+        found[info.name] = info
+    order = {"numpy": 0, "torch": 1, "tensorflow": 2, "jax": 3}
+    return dict(sorted(found.items(), key=lambda kv: (order.get(kv[0], 9), kv[0])))
+
+
+def load(info: BackendInfo) -> BaseBackend:
+    return importlib.import_module(info.module).Backend()

@@ -1,0 +1,116 @@
+"""`python -m suite run|list`: the accuracy matrix from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from suite.ops import DEVICES, IMPLS, OPS, PASSES
+from suite.selection import UsageError, choose, load_case_file, select_cases, split_list
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m suite", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the accuracy matrix and write <out>/accuracy.{parquet,csv}")
+    for name, what in (("backends", "frameworks"), ("dtypes", "dtypes"), ("ops", "ops"),
+                       ("impls", "implementations"), ("passes", "forward/backward"),
+                       ("devices", "cpu/gpu"), ("cases", "case names or tags")):
+        run.add_argument(f"--{name}", action="append", metavar="A,B",
+                         help=f"comma-separated {what} (default: all{' installed' if name == 'backends' else ''})")
+    run.add_argument("--case-file", action="append", metavar="F.npz",
+                     help="your own logits (npz: logits, optional targets, temperature)")
+    run.add_argument("--out", default="results/latest", help="output directory (default: results/latest)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    lst = sub.add_parser("list", help="list backends, cases and tags")
+    lst.add_argument("what", nargs="?", choices=("cases", "backends", "tags"), default="cases")
+    return p
+
+
+def _plan(args: argparse.Namespace):
+    from suite.backend_api import discover, load
+    from suite.dtypes import DTYPES
+    from suite.runner import Plan
+
+    known = discover()
+    installed = [n for n, i in known.items() if i.installed]
+    names = choose("backends", split_list(args.backends), list(known), installed)
+    missing = [n for n in names if not known[n].installed]
+    if missing:
+        raise UsageError("not installed: " + "; ".join(f"{n} ({known[n].install_hint})" for n in missing)
+                         + f"; installed backends: {', '.join(installed)}")
+    dtypes = choose("dtypes", split_list(args.dtypes), DTYPES, DTYPES)
+    ops = choose("ops", split_list(args.ops), OPS, OPS)
+    impls = choose("impls", split_list(args.impls), IMPLS, IMPLS)
+    passes = choose("passes", split_list(args.passes), PASSES, PASSES)
+    devices = choose("devices", split_list(args.devices), DEVICES, DEVICES)
+    files = split_list(args.case_file) or []
+    user = [load_case_file(f) for f in files]
+    asked = split_list(args.cases)
+    cases = ([] if user and asked is None else select_cases(asked)) + user
+    if len({c.name for c in cases}) != len(cases):
+        raise UsageError("two cases share a name (a case file is named after its file stem); rename one")
+    if not cases:
+        raise UsageError("no cases selected")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {args.out!r} exists and is not a directory")
+    loaded = [load(known[n]) for n in names]
+    return Plan(backends=loaded, devices=devices, dtypes=dtypes, ops=ops, impls=impls,
+                passes=passes, cases=cases), out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from suite.results import environment, write_run
+    from suite.runner import run, summary
+
+    plan, out = _plan(args)
+    t0 = time.perf_counter()
+    df = run(plan, progress=False if args.no_progress else None)
+    seconds = time.perf_counter() - t0
+    pairs = [(b, d) for b in plan.backends for d in plan.devices if b.devices().get(d, "") is None]
+    env = environment(plan.backends, pairs, plan.skipped,
+                      {"seconds": round(seconds, 2), "rows": len(df), "cases": [c.name for c in plan.cases]})
+    paths = write_run(out, {"accuracy": df}, env)
+    print(f"\n{len(df)} rows in {seconds:.1f} s -> {paths[0].parent}/accuracy.{{parquet,csv}}, env.json")
+    for s in plan.skipped:
+        print(f"skipped {s}")
+    print("\nverdicts per backend x device x impl:")
+    print(summary(df).to_string())
+    bad = df[df["verdict"].isin(["error"])]
+    if len(bad):
+        print(f"\n{len(bad)} error rows; first: {bad.iloc[0]['backend']} {bad.iloc[0]['impl']} "
+              f"{bad.iloc[0]['op']} {bad.iloc[0]['case']}: {bad.iloc[0]['message']}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from cases import CASES
+    from suite.backend_api import discover
+
+    if args.what == "backends":
+        for name, info in discover().items():
+            print(f"{name:12s} {'installed' if info.installed else 'not installed: ' + info.install_hint}")
+    elif args.what == "tags":
+        tags = sorted({t for c in CASES for t in c.tags})
+        for t in tags:
+            print(f"{t:14s} {sum(t in c.tags for c in CASES)} cases")
+    else:
+        for c in CASES:
+            shape = "x".join(map(str, c.logits.shape))
+            print(f"{c.name:28s} {shape:>12s} T={c.temperature:<6g} [{', '.join(c.tags)}] {c.description}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return cmd_run(args) if args.command == "run" else cmd_list(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing written", file=sys.stderr)
+        return 130

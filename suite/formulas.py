@@ -1,0 +1,146 @@
+"""The hand-written implementations, written once against a few primitives every backend supplies.
+
+`naive`/`temperature` are the seeds' unstable formulas; `shifted` is max-subtraction with CE as
+LogSumExp minus the original target logit (seeds 000/001/003); `shifted_log1p` is the algorithm
+Blanchard, Higham & Higham (2021) recommend. Each backend maps the primitives onto its framework;
+nothing here imports a framework.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+Array = Any
+
+
+class Primitives(Protocol):
+    """Last-axis primitives; arithmetic operators (+ - * /) are the framework's own."""
+
+    def exp(self, x: Array) -> Array: ...
+    def log(self, x: Array) -> Array: ...
+    def log1p(self, x: Array) -> Array: ...
+    def max(self, x: Array) -> Array: ...  # keepdims
+    def sum(self, x: Array) -> Array: ...  # keepdims
+    def squeeze(self, x: Array) -> Array: ...  # drop the (size-1) last axis
+    def take(self, x: Array, targets: Array) -> Array: ...  # x[..., t], keepdims
+    def first_max_mask(self, x: Array) -> Array: ...  # True at the first argmax of each row
+    def where(self, cond: Array, a: Array, b: Array) -> Array: ...
+    def zeros_like(self, x: Array) -> Array: ...
+    def mean(self, x: Array) -> Array: ...  # over every element, a scalar
+
+
+@dataclass(frozen=True)
+class Formula:
+    """softmax/log_softmax/logsumexp of x (already divided by T); `stable` picks the CE form."""
+
+    softmax: Callable[[Primitives, Array], Array]
+    log_softmax: Callable[[Primitives, Array], Array]
+    logsumexp: Callable[[Primitives, Array], Array]
+    stable: bool
+
+
+def _naive_softmax(xp: Primitives, x: Array) -> Array:
+    e = xp.exp(x)
+    return e / xp.sum(e)
+
+
+NAIVE = Formula(
+    softmax=_naive_softmax,
+    log_softmax=lambda xp, x: xp.log(_naive_softmax(xp, x)),
+    logsumexp=lambda xp, x: xp.squeeze(xp.log(xp.sum(xp.exp(x)))),
+    stable=False,
+)
+
+
+def _shifted_parts(xp: Primitives, x: Array) -> tuple[Array, Array, Array, Array]:
+    a = xp.max(x)
+    d = x - a
+    e = xp.exp(d)
+    return a, d, e, xp.sum(e)
+
+
+SHIFTED = Formula(
+    softmax=lambda xp, x: (lambda a, d, e, s: e / s)(*_shifted_parts(xp, x)),
+    log_softmax=lambda xp, x: (lambda a, d, e, s: d - xp.log(s))(*_shifted_parts(xp, x)),
+    logsumexp=lambda xp, x: (lambda a, d, e, s: xp.squeeze(a + xp.log(s)))(*_shifted_parts(xp, x)),
+    stable=True,
+)
+
+
+def _log1p_parts(xp: Primitives, x: Array) -> tuple[Array, Array, Array, Array]:
+    """a = max x (first index k), s = sum over i != k of exp(x_i - a)."""
+    a = xp.max(x)
+    d = x - a
+    e = xp.exp(d)
+    s = xp.sum(xp.where(xp.first_max_mask(x), xp.zeros_like(e), e))
+    return a, d, e, s
+
+
+SHIFTED_LOG1P = Formula(
+    softmax=lambda xp, x: (lambda a, d, e, s: e / (s + 1))(*_log1p_parts(xp, x)),
+    log_softmax=lambda xp, x: (lambda a, d, e, s: d - xp.log1p(s))(*_log1p_parts(xp, x)),
+    logsumexp=lambda xp, x: (lambda a, d, e, s: xp.squeeze(a + xp.log1p(s)))(*_log1p_parts(xp, x)),
+    stable=True,
+)
+
+FORMULAS: dict[str, Formula] = {
+    "naive": NAIVE,
+    "temperature": NAIVE,  # seed 002: the naive formula on z / T (every impl receives z / T)
+    "shifted": SHIFTED,
+    "shifted_log1p": SHIFTED_LOG1P,
+}
+
+
+def apply(formula: Formula, op: str, xp: Primitives, x: Array, targets: Array, probs: Array) -> Array:
+    """One op of a hand-written implementation on x = z / T."""
+    if op == "softmax":
+        return formula.softmax(xp, x)
+    if op == "log_softmax":
+        return formula.log_softmax(xp, x)
+    if op == "logsumexp":
+        return formula.logsumexp(xp, x)
+    if op in ("cross_entropy", "cross_entropy_mean"):
+        if formula.stable:  # LogSumExp minus the ORIGINAL target logit
+            ce = formula.logsumexp(xp, x) - xp.squeeze(xp.take(x, targets))
+        else:  # -log(softmax[target]): seeds 000/001
+            ce = -xp.log(xp.squeeze(xp.take(formula.softmax(xp, x), targets)))
+        return xp.mean(ce) if op == "cross_entropy_mean" else ce
+    if op == "soft_cross_entropy":
+        if formula.stable:  # 0 * log(0) := 0, so masked classes with p = 0 contribute nothing
+            lsm = formula.log_softmax(xp, x)
+            terms = xp.where(probs == 0, xp.zeros_like(lsm), probs * lsm)
+        else:  # seed 002: -sum(p * log(softmax)) gives 0 * -inf = NaN
+            terms = probs * xp.log(formula.softmax(xp, x))
+        return -xp.squeeze(xp.sum(terms))
+    raise ValueError(f"unknown op {op!r}")
+
+
+def analytic_vjp(op: str, s: np.ndarray, targets: np.ndarray, probs: np.ndarray,
+                 g: np.ndarray, temperature: float) -> np.ndarray:
+    """d op(z / T) / dz applied to cotangent g, from a softmax s (seed 003's analytic gradients).
+
+    Used by backends without autodiff (numpy) with their own softmax, and by the reference with
+    the exact one; works in any numpy float dtype, long double included.
+    """
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if op == "softmax":
+            out = s * (g - np.sum(g * s, axis=-1, keepdims=True))
+        elif op == "log_softmax":
+            out = g - s * np.sum(g, axis=-1, keepdims=True)
+        elif op == "logsumexp":
+            out = g[..., None] * s
+        elif op in ("cross_entropy", "cross_entropy_mean"):
+            onehot = np.zeros_like(s)
+            np.put_along_axis(onehot, targets[..., None], 1, axis=-1)
+            if op == "cross_entropy":
+                out = g[..., None] * (s - onehot)
+            else:
+                out = g * (s - onehot) / max(int(np.prod(s.shape[:-1])), 1)
+        elif op == "soft_cross_entropy":
+            out = g[..., None] * (s * np.sum(probs, axis=-1, keepdims=True) - probs)
+        else:
+            raise ValueError(f"unknown op {op!r}")
+        return out / s.dtype.type(temperature)

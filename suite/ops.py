@@ -1,0 +1,18 @@
+"""The names every backend and the harness agree on: ops, passes, implementations."""
+
+from __future__ import annotations
+
+OPS: tuple[str, ...] = (
+    "softmax",
+    "log_softmax",
+    "logsumexp",
+    "cross_entropy",  # integer targets, one loss per row
+    "cross_entropy_mean",  # integer targets, mean over rows
+    "soft_cross_entropy",  # probability targets, -sum(p * log q) per row
+)
+ROW_OPS = ("softmax", "log_softmax")  # output has the logits' shape
+PASSES: tuple[str, ...] = ("forward", "backward")
+IMPLS: tuple[str, ...] = ("naive", "shifted", "temperature", "shifted_log1p", "fused")
+STABLE_IMPLS: tuple[str, ...] = ("shifted", "shifted_log1p", "fused")
+DEVICES: tuple[str, ...] = ("cpu", "gpu")
+VERDICTS: tuple[str, ...] = ("ok", "inaccurate", "nonfinite", "error", "unsupported")

@@ -1,0 +1,205 @@
+"""The accuracy matrix: case -> backend arrays -> implementation -> outputs -> metrics -> row.
+
+References are computed once per (case, dtype) and shared by every backend, device, op and impl.
+One failing implementation becomes an `error` (or `unsupported`) row; the run goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from cases import Case
+from suite.backend_api import BaseBackend
+from suite.formulas import FORMULAS, analytic_vjp, apply
+from suite.metrics import score, tv_distance
+from suite.reference import Reference, compute_reference
+
+COLUMNS = [
+    "backend", "backend_version", "device", "dtype", "op", "impl", "case", "pass",
+    "max_abs_err", "max_rel_err", "max_ulp_err", "ulp_err_scaled", "ulp_bound",
+    "n_nonfinite", "n_flushed", "row_sum_dev", "tv_to_t1",
+    "n_elements", "n_classes", "temperature", "tags", "verdict", "message",
+]
+
+
+@dataclass
+class Plan:
+    backends: list[BaseBackend]
+    devices: list[str]
+    dtypes: list[str]
+    ops: list[str]
+    impls: list[str]
+    passes: list[str]
+    cases: list[Case]
+    skipped: list[str] = field(default_factory=list)
+
+    def targets(self) -> list[tuple[BaseBackend, str]]:
+        """(backend, device) pairs to run; unusable devices are noted in `skipped`."""
+        pairs = []
+        for b in self.backends:
+            avail = b.devices()
+            for d in self.devices:
+                reason = avail.get(d, f"{b.name} has no device {d!r}")
+                if reason is None:
+                    pairs.append((b, d))
+                else:
+                    self.skipped.append(f"{b.name}/{d}: {reason}")
+        return pairs
+
+
+@dataclass
+class Inputs:
+    z: Any
+    targets: Any
+    probs: Any
+    cotangents: dict[str, Any]
+    temperature: float
+
+
+def _impl_fn(backend: BaseBackend, impl: str, op: str, inp: Inputs) -> Callable[[Any], Any]:
+    T, t, p = inp.temperature, inp.targets, inp.probs
+    if impl == "fused":
+        return lambda z: backend.fused(op, z / T, t, p)
+    formula = FORMULAS[impl]
+    return lambda z: apply(formula, op, backend.xp, z / T, t, p)
+
+
+def compute(backend: BaseBackend, impl: str, op: str, pass_: str, inp: Inputs) -> Any:
+    """One implementation of one op, forward or backward, as a framework array."""
+    fn = _impl_fn(backend, impl, op, inp)
+    if pass_ == "forward":
+        out = fn(inp.z)
+    elif backend.autodiff:
+        out = backend.vjp(fn, inp.z, inp.cotangents[op])
+    else:  # analytic gradient from the implementation's own softmax (seed 003)
+        x = inp.z / inp.temperature
+        s = backend.fused("softmax", x, inp.targets, inp.probs) if impl == "fused" else \
+            FORMULAS[impl].softmax(backend.xp, x)
+        out = analytic_vjp(op, np.asarray(s), np.asarray(inp.targets), np.asarray(inp.probs),
+                           np.asarray(inp.cotangents[op]), inp.temperature)
+    return out
+
+
+Key = tuple[str, str, str]  # (op, impl, pass)
+
+
+_COMPILED: dict[tuple[int, tuple[Key, ...]], Callable[..., Any]] = {}
+
+
+def compute_matrix(backend: BaseBackend, keys: list[Key], inp: Inputs) -> dict[Key, Any]:
+    """Every requested (op, impl, pass) as one function of the inputs, for `backend.compile`.
+
+    The compiled function is kept per (backend, keys), so the framework's own cache reuses it for
+    every case of the same shape and dtype (the temperature is an argument, not a constant).
+    """
+    cache_key = (id(backend), tuple(keys))
+    if cache_key not in _COMPILED:
+
+        def matrix(z, targets, probs, cotangents, temperature):
+            local = Inputs(z, targets, probs, cotangents, temperature)
+            return {k: compute(backend, k[1], k[0], k[2], local) for k in keys}
+
+        _COMPILED[cache_key] = backend.compile(matrix)
+    return _COMPILED[cache_key](inp.z, inp.targets, inp.probs, inp.cotangents, inp.temperature)
+
+
+def fetch(backend: BaseBackend, device: str, out: Any) -> tuple[np.ndarray, str]:
+    """Wait for the device, then the result as float64 numpy and its dtype name."""
+    backend.sync(device)
+    return backend.to_numpy(out), backend.out_dtype(out)
+
+
+def _put_inputs(backend: BaseBackend, device: str, dtype: str, case: Case, ref: Reference) -> Inputs:
+    return Inputs(
+        z=backend.put(ref.logits, dtype, device),
+        targets=backend.put_targets(case.targets, device),
+        probs=backend.put(ref.probs, dtype, device),
+        cotangents={op: backend.put(g, dtype, device) for op, g in ref.cotangents.items()},
+        temperature=float(case.temperature),
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _row(backend: BaseBackend, device: str, dtype: str, case: Case, ref: Reference, inp: Inputs,
+         key: Key, precomputed: Any, base: dict) -> dict:
+    op, impl, pass_ = key
+    row = {**base, "op": op, "impl": impl, "pass": pass_}
+    try:
+        out = compute(backend, impl, op, pass_, inp) if precomputed is None else precomputed
+        got, got_dtype = fetch(backend, device, out)
+    except Exception as exc:  # noqa: BLE001 - any failure is a row, the run goes on
+        return {**row, "verdict": backend.classify(exc), "message": _first_line(exc)}
+    row.update(score(got, ref.expected[(op, pass_)], dtype, op, pass_, case.n_classes))
+    if got_dtype != dtype:
+        row["message"] = f"returned {got_dtype} for {dtype} input; " + row.get("message", "")
+    if op == "softmax" and pass_ == "forward" and got.shape == ref.softmax_t1.shape:
+        row["tv_to_t1"] = tv_distance(got, ref.softmax_t1)
+    return row
+
+
+def run(plan: Plan, progress: bool | None = None) -> pd.DataFrame:
+    from tqdm import tqdm
+
+    rows: list[dict] = []
+    pairs = plan.targets()
+    units = [(c, d) for c in plan.cases for d in plan.dtypes]
+    bar = tqdm(units, desc="accuracy", unit="case-dtype", disable=(None if progress is None else not progress),
+               dynamic_ncols=True)
+    with np.errstate(all="ignore"):
+        for case, dtype in bar:
+            bar.set_postfix_str(case.name[:28], refresh=False)
+            ref = compute_reference(case, dtype)
+            for backend, device in pairs:
+                base = {"backend": backend.name, "backend_version": backend.version, "device": device,
+                        "dtype": dtype, "case": case.name, "n_classes": case.n_classes,
+                        "temperature": case.temperature, "tags": ",".join(case.tags)}
+                try:
+                    inp = _put_inputs(backend, device, dtype, case, ref)
+                except Exception as exc:  # the framework refuses this dtype/device outright
+                    verdict = backend.classify(exc)
+                    for op in plan.ops:
+                        for impl in plan.impls:
+                            for pass_ in plan.passes:
+                                rows.append({**base, "op": op, "impl": impl, "pass": pass_,
+                                             "verdict": verdict, "message": _first_line(exc)})
+                    continue
+                keys = [(op, impl, pass_) for op in plan.ops for impl in plan.impls for pass_ in plan.passes]
+                batch: dict[Key, Any] = {}
+                if backend.compile_matrix:
+                    try:
+                        batch = compute_matrix(backend, keys, inp)
+                    except Exception:  # noqa: BLE001 - one bad impl: redo row by row to find it
+                        batch = {}
+                for key in keys:
+                    rows.append(_row(backend, device, dtype, case, ref, inp, key, batch.get(key), base))
+    bar.close()
+    df = pd.DataFrame(rows)
+    for col in COLUMNS:
+        if col not in df:
+            df[col] = np.nan
+    df = df[COLUMNS]
+    df["message"] = df["message"].fillna("")
+    return df
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Verdict counts per backend x impl (the end-of-run table)."""
+    from suite.ops import VERDICTS
+
+    t = pd.crosstab([df["backend"], df["device"], df["impl"]], df["verdict"])
+    return t.reindex(columns=[v for v in VERDICTS if v in t.columns] or list(t.columns), fill_value=0)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
