@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from suite.backend_api import BaseBackend
+from suite.backend_api import BaseBackend, quiet_stderr
 
 NAME = "tensorflow"
 REQUIRES = "tensorflow"
@@ -48,8 +48,9 @@ class Backend(BaseBackend):
     }
 
     def __init__(self) -> None:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import tensorflow as tf
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ INFO/WARNING/ERROR chatter
+        with quiet_stderr():  # absl prints before TF reads the variable
+            import tensorflow as tf
 
         self.tf = tf
         self.version = tf.__version__

@@ -6,7 +6,10 @@ a `Backend` class deriving from BaseBackend; its framework is imported only in `
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import sys
 import importlib.util
 import pkgutil
 from dataclasses import dataclass
@@ -90,6 +93,20 @@ class BaseBackend:
 
     def sync(self, device: str) -> None:
         """Wait for queued device work (timing and honest error capture)."""
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Silence C-level stderr (framework start-up logs); Python exceptions still propagate."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _module_info(mod: ModuleType) -> BackendInfo:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,13 +25,15 @@ def _parser() -> argparse.ArgumentParser:
                      help="your own logits (npz: logits, optional targets, temperature)")
     run.add_argument("--out", default="results/latest", help="output directory (default: results/latest)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--jobs", type=int, default=None, metavar="N",
+                     help="worker processes, one dtype each (default: number of CPUs)")
     lst = sub.add_parser("list", help="list backends, cases and tags")
     lst.add_argument("what", nargs="?", choices=("cases", "backends", "tags"), default="cases")
     return p
 
 
 def _plan(args: argparse.Namespace):
-    from suite.backend_api import discover, load
+    from suite.backend_api import discover
     from suite.dtypes import DTYPES
     from suite.runner import Plan
 
@@ -50,15 +53,18 @@ def _plan(args: argparse.Namespace):
     user = [load_case_file(f) for f in files]
     asked = split_list(args.cases)
     cases = ([] if user and asked is None else select_cases(asked)) + user
-    if len({c.name for c in cases}) != len(cases):
-        raise UsageError("two cases share a name (a case file is named after its file stem); rename one")
+    dup = sorted({c.name for c in cases if sum(d.name == c.name for d in cases) > 1})
+    if dup:
+        raise UsageError(f"several cases are named {', '.join(dup)} (a case file is named after its file "
+                         "stem); rename one")
     if not cases:
         raise UsageError("no cases selected")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {args.out!r} exists and is not a directory")
-    loaded = [load(known[n]) for n in names]
-    return Plan(backends=loaded, devices=devices, dtypes=dtypes, ops=ops, impls=impls,
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs must be a positive integer, got {args.jobs}")
+    return Plan(backends=names, devices=devices, dtypes=dtypes, ops=ops, impls=impls,
                 passes=passes, cases=cases), out
 
 
@@ -67,15 +73,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from suite.runner import run, summary
 
     plan, out = _plan(args)
+    jobs = args.jobs if args.jobs is not None else (os.cpu_count() or 1)
     t0 = time.perf_counter()
-    df = run(plan, progress=False if args.no_progress else None)
+    df, info = run(plan, progress=False if args.no_progress else None, jobs=jobs)
     seconds = time.perf_counter() - t0
-    pairs = [(b, d) for b in plan.backends for d in plan.devices if b.devices().get(d, "") is None]
-    env = environment(plan.backends, pairs, plan.skipped,
-                      {"seconds": round(seconds, 2), "rows": len(df), "cases": [c.name for c in plan.cases]})
+    env = environment(info, {"seconds": round(seconds, 2), "jobs": jobs, "rows": len(df),
+                             "cases": [c.name for c in plan.cases]})
     paths = write_run(out, {"accuracy": df}, env)
     print(f"\n{len(df)} rows in {seconds:.1f} s -> {paths[0].parent}/accuracy.{{parquet,csv}}, env.json")
-    for s in plan.skipped:
+    for s in info.skipped:
         print(f"skipped {s}")
     print("\nverdicts per backend x device x impl:")
     print(summary(df).to_string())

@@ -42,9 +42,12 @@ def spacing(x: np.ndarray, name: str) -> np.ndarray:
     """ULP of the named dtype at |x| (float64 result); values past the dtype's range use the
     spacing at its largest finite value, zero uses the smallest subnormal."""
     fi = finfo(name)
-    mag = np.minimum(np.abs(np.asarray(x, dtype=np.float64)), float(fi.max))
+    top = float(fi.max)
+    mag = np.abs(np.asarray(x, dtype=np.float64))
     with np.errstate(over="ignore", invalid="ignore"):
-        return np.spacing(mag.astype(_NP[name])).astype(np.float64)
+        out = np.spacing(np.minimum(mag, top).astype(_NP[name])).astype(np.float64)
+    last = top - float(np.nextafter(_NP[name].type(top), _NP[name].type(0)))  # np.spacing(max) is inf
+    return np.where(mag >= top, last, out)
 
 
 def smallest_normal(name: str) -> float:

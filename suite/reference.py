@@ -32,7 +32,8 @@ class Expected:
 
     The cached views are what scoring needs, computed once however many implementations are
     scored against this reference: the exact value as a double-double hi + lo (so that errors of
-    float64 outputs are measured beyond float64 without long double arithmetic per row), the
+    float64 outputs are measured beyond float64 without long double arithmetic per row; only for
+    float64 results in the subnormal range does lo underflow, leaving +-0.5 ULP of slack), the
     value rounded to the output dtype, and ULP sizes at the exact value and at the scale.
     """
 
@@ -57,13 +58,25 @@ class Expected:
 
     @cached_property
     def ulp_exact(self) -> np.ndarray:
-        return spacing(self.hi, self.dtype)
+        """ULP of the dtype at |exact| (inf where the exact value is not finite: no error there)."""
+        return np.nan_to_num(spacing(self.hi, self.dtype), nan=np.inf)
 
     @cached_property
     def ulp_scale(self) -> np.ndarray:
+        """ULP of the dtype at max(|exact|, scale): the graded unit."""
         with np.errstate(invalid="ignore"):
             scale = np.fmax(np.abs(self.hi), np.broadcast_to(self.scale, self.hi.shape))
-        return spacing(scale, self.dtype)
+        return np.nan_to_num(spacing(scale, self.dtype), nan=np.inf)
+
+    @cached_property
+    def rel_denominator(self) -> np.ndarray:
+        """|exact|, with inf where it is 0 or not finite (no relative error defined there)."""
+        a = np.abs(self.hi)
+        return np.where((a > 0) & np.isfinite(a), a, np.inf)
+
+    @cached_property
+    def all_finite(self) -> bool:
+        return bool(np.isfinite(self.want).all())
 
     @cached_property
     def tiny(self) -> np.ndarray:
@@ -160,6 +173,46 @@ def _scales(x: np.ndarray, fwd: dict, targets: np.ndarray, probs: np.ndarray,
     return out
 
 
+def exact_vjp(op: str, s: np.ndarray, targets: np.ndarray, probs: np.ndarray, g: np.ndarray,
+              temperature: float) -> np.ndarray:
+    """analytic_vjp without its cancellation: where the formula subtracts nearly equal terms (at the
+    row's dominant class k, or the CE target t) the entry is rewritten through rest_i = sum_{j!=i} s_j,
+    which is a sum of small positive terms and keeps full relative accuracy:
+    softmax: s_k * sum_{j!=k} s_j (g_k - g_j); log_softmax: rest_k * sum(g) - sum_{j!=k} g_j;
+    CE: -rest_t; soft CE: sum_{j!=k} p_j - sum(p) * rest_k.
+    Chance near-equalities elsewhere (g_i ~ sum_j g_j s_j) keep long double's 2^-64 times the
+    cancellation: the README states that bound for backward references."""
+    out = analytic_vjp(op, s, targets, probs, g, temperature)
+    if op == "logsumexp" or out.ndim == 0:
+        return out
+    T = LD(temperature)
+
+    def at(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(a, idx[..., None], axis=-1)
+
+    def rest(a: np.ndarray, idx: np.ndarray) -> np.ndarray:  # sum over j != idx
+        b = a.copy()
+        np.put_along_axis(b, idx[..., None], 0, axis=-1)
+        return np.sum(b, axis=-1, keepdims=True)
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        if op in ("cross_entropy", "cross_entropy_mean"):
+            idx = targets
+            gg = g[..., None] if op == "cross_entropy" else g / max(int(np.prod(s.shape[:-1])), 1)
+            val = -gg * rest(s, idx)
+        else:
+            idx = np.argmax(np.where(np.isnan(s), -1, s), axis=-1)
+            if op == "softmax":
+                val = at(s, idx) * np.sum(np.where(s > 0, s * (at(g, idx) - g), 0), axis=-1, keepdims=True)
+            elif op == "log_softmax":
+                val = rest(s, idx) * np.sum(g, axis=-1, keepdims=True) - rest(g, idx)
+            else:  # soft_cross_entropy
+                val = g[..., None] * (rest(probs, idx) - np.sum(probs, axis=-1, keepdims=True) * rest(s, idx))
+        keep = np.isfinite(at(out, idx))  # special rows keep their NaN
+        np.put_along_axis(out, idx[..., None], np.where(keep, val / T, at(out, idx)), axis=-1)
+    return out
+
+
 def compute_reference(case: Case, dtype: str) -> Reference:
     z = round_to(case.logits, dtype)
     probs = round_to(case.probs, dtype)
@@ -175,7 +228,7 @@ def compute_reference(case: Case, dtype: str) -> Reference:
         s_grad = np.where(fwd["special"][..., None], LD(np.nan), fwd["softmax"])
         for op in OPS:
             expected[(op, "forward")] = Expected(np.asarray(fwd[op]), np.asarray(scales[(op, "forward")]), dtype)
-            grad = analytic_vjp(op, s_grad, case.targets, p_ld, cot[op].astype(LD), T)
+            grad = exact_vjp(op, s_grad, case.targets, p_ld, cot[op].astype(LD), T)
             expected[(op, "backward")] = Expected(grad, np.broadcast_to(scales[(op, "backward")], grad.shape), dtype)
         if T == 1.0:
             sm1 = fwd["softmax"]

@@ -39,7 +39,8 @@ def _git_commit() -> str | None:
         return None
 
 
-def environment(backends, pairs, skipped: list[str], extra: dict | None = None) -> dict:
+def environment(info, extra: dict | None = None) -> dict:
+    """env.json: versions, machine, devices, threads, commit, time and the command line."""
     from suite.reference import EXTENDED, LD
 
     env = {
@@ -54,10 +55,10 @@ def environment(backends, pairs, skipped: list[str], extra: dict | None = None) 
         "cpu_count": os.cpu_count(),
         "reference": {"long_double_mantissa_bits": int(np.finfo(LD).nmant) + 1,
                       "extended_precision": bool(EXTENDED)},
-        "frameworks": {b.name: b.version for b in backends},
-        "devices": {f"{b.name}/{d}": b.device_name(d) for b, d in pairs},
-        "threads": {b.name: b.threads() for b in backends},
-        "skipped": skipped,
+        "frameworks": info.frameworks,
+        "devices": info.devices,
+        "threads": info.threads,
+        "skipped": info.skipped,
     }
     if extra:
         env.update(extra)

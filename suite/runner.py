@@ -6,7 +6,6 @@ One failing implementation becomes an `error` (or `unsupported`) row; the run go
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -23,33 +22,61 @@ COLUMNS = [
     "backend", "backend_version", "device", "dtype", "op", "impl", "case", "pass",
     "max_abs_err", "max_rel_err", "max_ulp_err", "ulp_err_scaled", "ulp_bound",
     "n_nonfinite", "n_flushed", "row_sum_dev", "tv_to_t1",
-    "n_elements", "n_classes", "temperature", "tags", "verdict", "message",
+    "n_elements", "n_classes", "temperature", "tags", "exact_finite", "verdict", "message",
 ]
 
 
 @dataclass
 class Plan:
-    backends: list[BaseBackend]
+    """What to run; picklable, so worker processes can each take a slice (one dtype)."""
+
+    backends: list[str]
     devices: list[str]
     dtypes: list[str]
     ops: list[str]
     impls: list[str]
     passes: list[str]
     cases: list[Case]
+
+
+@dataclass
+class RunInfo:
+    """What the backends said about themselves, for env.json and the summary."""
+
+    frameworks: dict[str, str] = field(default_factory=dict)
+    devices: dict[str, str] = field(default_factory=dict)
+    threads: dict[str, dict] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
 
-    def targets(self) -> list[tuple[BaseBackend, str]]:
-        """(backend, device) pairs to run; unusable devices are noted in `skipped`."""
-        pairs = []
-        for b in self.backends:
-            avail = b.devices()
-            for d in self.devices:
-                reason = avail.get(d, f"{b.name} has no device {d!r}")
-                if reason is None:
-                    pairs.append((b, d))
-                else:
-                    self.skipped.append(f"{b.name}/{d}: {reason}")
-        return pairs
+
+_LOADED: dict[str, BaseBackend] = {}
+
+
+def loaded(name: str) -> BaseBackend:
+    """Each process imports a framework once, when it is first selected."""
+    if name not in _LOADED:
+        from suite.backend_api import discover, load
+
+        _LOADED[name] = load(discover()[name])
+    return _LOADED[name]
+
+
+def targets(plan: Plan, info: RunInfo) -> list[tuple[BaseBackend, str]]:
+    """(backend, device) pairs to run; unusable devices are noted in info.skipped."""
+    pairs = []
+    for name in plan.backends:
+        b = loaded(name)
+        info.frameworks[b.name] = b.version
+        info.threads[b.name] = b.threads()
+        avail = b.devices()
+        for d in plan.devices:
+            reason = avail.get(d, f"{b.name} has no device {d!r}")
+            if reason is None:
+                pairs.append((b, d))
+                info.devices[f"{b.name}/{d}"] = b.device_name(d)
+            else:
+                info.skipped.append(f"{b.name}/{d}: {reason}")
+    return pairs
 
 
 @dataclass
@@ -86,6 +113,9 @@ def compute(backend: BaseBackend, impl: str, op: str, pass_: str, inp: Inputs) -
 
 
 Key = tuple[str, str, str]  # (op, impl, pass)
+# impls that compute exactly what another does (same formula, suite.formulas.FORMULAS): computed
+# and scored once, reported under both names
+SAME_AS = {"temperature": "naive"}
 
 
 _COMPILED: dict[tuple[int, tuple[Key, ...]], Callable[..., Any]] = {}
@@ -132,7 +162,8 @@ def _first_line(exc: BaseException) -> str:
 def _row(backend: BaseBackend, device: str, dtype: str, case: Case, ref: Reference, inp: Inputs,
          key: Key, precomputed: Any, base: dict) -> dict:
     op, impl, pass_ = key
-    row = {**base, "op": op, "impl": impl, "pass": pass_}
+    row = {**base, "op": op, "impl": impl, "pass": pass_,
+           "exact_finite": ref.expected[(op, pass_)].all_finite}
     try:
         out = compute(backend, impl, op, pass_, inp) if precomputed is None else precomputed
         got, got_dtype = fetch(backend, device, out)
@@ -146,41 +177,90 @@ def _row(backend: BaseBackend, device: str, dtype: str, case: Case, ref: Referen
     return row
 
 
-def run(plan: Plan, progress: bool | None = None) -> pd.DataFrame:
+def run_slice(plan: Plan, dtypes: list[str], tick: Callable[[str], None]) -> tuple[list[dict], RunInfo]:
+    """Rows for the given dtypes; `tick(case_name)` after each (case, dtype)."""
+    rows: list[dict] = []
+    info = RunInfo()
+    pairs = targets(plan, info)
+    with np.errstate(all="ignore"):
+        for case in plan.cases:
+            for dtype in dtypes:
+                ref = compute_reference(case, dtype)
+                for backend, device in pairs:
+                    rows += _case_rows(plan, backend, device, dtype, case, ref)
+                tick(case.name)
+    return rows, info
+
+
+def _case_rows(plan: Plan, backend: BaseBackend, device: str, dtype: str, case: Case,
+               ref: Reference) -> list[dict]:
+    rows: list[dict] = []
+    base = {"backend": backend.name, "backend_version": backend.version, "device": device,
+            "dtype": dtype, "case": case.name, "n_classes": case.n_classes,
+            "temperature": case.temperature, "tags": ",".join(case.tags)}
+    keys = [(op, impl, pass_) for op in plan.ops for impl in plan.impls for pass_ in plan.passes]
+    try:
+        inp = _put_inputs(backend, device, dtype, case, ref)
+    except Exception as exc:  # noqa: BLE001 - the framework refuses this dtype/device outright
+        verdict, message = backend.classify(exc), _first_line(exc)
+        return [{**base, "op": k[0], "impl": k[1], "pass": k[2], "verdict": verdict, "message": message,
+                 "exact_finite": ref.expected[(k[0], k[2])].all_finite} for k in keys]
+    same = {k: (k[0], SAME_AS.get(k[1], k[1]), k[2]) for k in keys}
+    if any(same[k] not in keys for k in keys):  # the twin was not asked for: compute it
+        same = {k: k for k in keys}
+    distinct = [k for k in keys if same[k] == k]
+    batch: dict[Key, Any] = {}
+    if backend.compile_matrix:
+        try:
+            batch = compute_matrix(backend, distinct, inp)
+        except Exception:  # noqa: BLE001 - one bad impl: redo row by row to find it
+            batch = {}
+    scored: dict[Key, dict] = {}
+    for key in keys:
+        if same[key] != key:
+            rows.append({**scored[same[key]], "impl": key[1]})
+            continue
+        scored[key] = _row(backend, device, dtype, case, ref, inp, key, batch.get(key), base)
+        rows.append(scored[key])
+    return rows
+
+
+def _worker(plan: Plan, dtype: str, queue) -> tuple[list[dict], RunInfo]:
+    return run_slice(plan, [dtype], queue.put)
+
+
+def run(plan: Plan, progress: bool | None = None, jobs: int = 1) -> tuple[pd.DataFrame, RunInfo]:
+    """The whole matrix, in this process or in `jobs` worker processes (one dtype per task)."""
     from tqdm import tqdm
 
-    rows: list[dict] = []
-    pairs = plan.targets()
-    units = [(c, d) for c in plan.cases for d in plan.dtypes]
-    bar = tqdm(units, desc="accuracy", unit="case-dtype", disable=(None if progress is None else not progress),
-               dynamic_ncols=True)
-    with np.errstate(all="ignore"):
-        for case, dtype in bar:
-            bar.set_postfix_str(case.name[:28], refresh=False)
-            ref = compute_reference(case, dtype)
-            for backend, device in pairs:
-                base = {"backend": backend.name, "backend_version": backend.version, "device": device,
-                        "dtype": dtype, "case": case.name, "n_classes": case.n_classes,
-                        "temperature": case.temperature, "tags": ",".join(case.tags)}
-                try:
-                    inp = _put_inputs(backend, device, dtype, case, ref)
-                except Exception as exc:  # the framework refuses this dtype/device outright
-                    verdict = backend.classify(exc)
-                    for op in plan.ops:
-                        for impl in plan.impls:
-                            for pass_ in plan.passes:
-                                rows.append({**base, "op": op, "impl": impl, "pass": pass_,
-                                             "verdict": verdict, "message": _first_line(exc)})
-                    continue
-                keys = [(op, impl, pass_) for op in plan.ops for impl in plan.impls for pass_ in plan.passes]
-                batch: dict[Key, Any] = {}
-                if backend.compile_matrix:
-                    try:
-                        batch = compute_matrix(backend, keys, inp)
-                    except Exception:  # noqa: BLE001 - one bad impl: redo row by row to find it
-                        batch = {}
-                for key in keys:
-                    rows.append(_row(backend, device, dtype, case, ref, inp, key, batch.get(key), base))
+    total = len(plan.cases) * len(plan.dtypes)
+    bar = tqdm(total=total, desc="accuracy", unit="case-dtype", dynamic_ncols=True,
+               disable=(None if progress is None else not progress))
+
+    def tick(name: str) -> None:
+        bar.set_postfix_str(name[:28], refresh=False)
+        bar.update(1)
+
+    jobs = max(1, min(jobs, len(plan.dtypes)))
+    if jobs == 1:
+        rows, info = run_slice(plan, plan.dtypes, tick)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = mp.get_context("spawn")  # frameworks are not fork-safe once started
+        with ctx.Manager() as manager, ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+            queue = manager.Queue()
+            futures = [pool.submit(_worker, plan, d, queue) for d in plan.dtypes]
+            done = 0
+            while done < total:
+                tick(queue.get())
+                done += 1
+            parts = [f.result() for f in futures]
+        rows = [r for part, _ in parts for r in part]
+        info = parts[0][1]
+        order = {d: i for i, d in enumerate(plan.dtypes)}
+        rows.sort(key=lambda r: (order[r["dtype"]],))
     bar.close()
     df = pd.DataFrame(rows)
     for col in COLUMNS:
@@ -188,7 +268,7 @@ def run(plan: Plan, progress: bool | None = None) -> pd.DataFrame:
             df[col] = np.nan
     df = df[COLUMNS]
     df["message"] = df["message"].fillna("")
-    return df
+    return df, info
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
@@ -198,8 +278,3 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     t = pd.crosstab([df["backend"], df["device"], df["impl"]], df["verdict"])
     return t.reindex(columns=[v for v in VERDICTS if v in t.columns] or list(t.columns), fill_value=0)
 
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
