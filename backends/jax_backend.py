@@ -1,9 +1,13 @@
 """JAX: jax.nn.softmax / log_softmax, jax.scipy.special.logsumexp, CE on log_softmax; jax.vjp.
 
-Sets jax_enable_x64 (else JAX silently computes "float64" in 32 bits).
+Sets jax_enable_x64 (else JAX silently computes "float64" in 32 bits) and, unless SUITE_JAX_CACHE is
+set empty, JAX's persistent compilation cache in ~/.cache/softmax-suite/jax.
 """
 
 from __future__ import annotations
+
+import os
+import sys
 
 import numpy as np
 
@@ -16,8 +20,8 @@ INSTALL = "pip install jax"
 
 
 class JaxPrimitives:
-    def __init__(self, jnp) -> None:
-        self.jnp = jnp
+    def __init__(self, jnp, lax) -> None:
+        self.jnp, self.lax = jnp, lax
         self.exp, self.log, self.log1p = jnp.exp, jnp.log, jnp.log1p
         self.where, self.zeros_like, self.mean = jnp.where, jnp.zeros_like, jnp.mean
 
@@ -32,6 +36,9 @@ class JaxPrimitives:
 
     def take(self, x, t):
         return self.jnp.take_along_axis(x, t[..., None], axis=-1)
+
+    def stop_gradient(self, x):
+        return self.lax.stop_gradient(x)
 
     def first_max_mask(self, x):
         return self.jnp.arange(x.shape[-1]) == self.jnp.argmax(x, axis=-1)[..., None]
@@ -48,16 +55,24 @@ class Backend(BaseBackend):
         "soft_cross_entropy": "-sum(p * jax.nn.log_softmax)",
     }
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int | None = None) -> None:
+        if threads == 1 and "jax" not in sys.modules:  # XLA reads its flags once, at start-up
+            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+                                       " intra_op_parallelism_threads=1").strip()
         import jax
 
         jax.config.update("jax_enable_x64", True)
+        cache = os.environ.get("SUITE_JAX_CACHE", os.path.expanduser("~/.cache/softmax-suite/jax"))
+        if cache:  # XLA compilation dominates a run; reuse executables across runs (same bits)
+            jax.config.update("jax_compilation_cache_dir", cache)
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+            jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
         import jax.numpy as jnp
         import jax.scipy.special
 
         self.jax, self.jnp = jax, jnp
         self.version = jax.__version__
-        self.xp = JaxPrimitives(jnp)
+        self.xp = JaxPrimitives(jnp, jax.lax)
 
     def _device(self, device):
         return self.jax.devices("gpu" if device == "gpu" else "cpu")[0]
@@ -102,6 +117,10 @@ class Backend(BaseBackend):
     def vjp(self, fn, z, cotangent):
         out, pullback = self.jax.vjp(fn, z)
         return pullback(cotangent.astype(out.dtype))[0]
+
+    def threads(self):
+        return {"xla_flags": os.environ.get("XLA_FLAGS", ""),
+                "compilation_cache": self.jax.config.jax_compilation_cache_dir or ""}
 
     def sync(self, device):
         pass  # to_numpy blocks until the value is ready

@@ -43,6 +43,10 @@ class NumpyPrimitives:
     def mean(x):
         return np.mean(x)
 
+    @staticmethod
+    def stop_gradient(x):
+        return x  # numpy's gradients are analytic: nothing to stop
+
 
 class Backend(BaseBackend):
     name = NAME
@@ -55,7 +59,7 @@ class Backend(BaseBackend):
         "soft_cross_entropy": "-sum(p * scipy.special.log_softmax)",
     }
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int | None = None) -> None:  # numpy's ufuncs are single-threaded
         import scipy
         import scipy.special
 

@@ -32,6 +32,9 @@ class TFPrimitives:
     def take(self, x, t):
         return self.tf.gather(x, self.tf.expand_dims(t, -1), batch_dims=len(t.shape))
 
+    def stop_gradient(self, x):
+        return self.tf.stop_gradient(x)
+
     def first_max_mask(self, x):
         return self.tf.one_hot(self.tf.argmax(x, axis=-1), depth=x.shape[-1],
                                on_value=True, off_value=False, dtype=self.tf.bool)
@@ -47,10 +50,16 @@ class Backend(BaseBackend):
         "soft_cross_entropy": "tf.nn.softmax_cross_entropy_with_logits",
     }
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int | None = None) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ INFO/WARNING/ERROR chatter
         with quiet_stderr():  # absl prints before TF reads the variable
             import tensorflow as tf
+        if threads:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+                tf.config.threading.set_inter_op_parallelism_threads(threads)
+            except RuntimeError:  # TF's runtime already started in this process
+                pass
 
         self.tf = tf
         self.version = tf.__version__

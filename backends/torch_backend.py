@@ -29,6 +29,9 @@ class TorchPrimitives:
     def take(self, x, t):
         return self.t.gather(x, -1, t.unsqueeze(-1))
 
+    def stop_gradient(self, x):
+        return x.detach()
+
     def first_max_mask(self, x):
         idx = self.t.argmax(x, dim=-1, keepdim=True)
         return self.t.zeros(x.shape, dtype=self.t.bool, device=x.device).scatter(-1, idx, True)
@@ -44,9 +47,16 @@ class Backend(BaseBackend):
         "soft_cross_entropy": "F.cross_entropy(probability targets, reduction='none')",
     }
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int | None = None) -> None:
         import torch
         import torch.nn.functional as F
+
+        if threads:
+            torch.set_num_threads(threads)
+            try:
+                torch.set_num_interop_threads(threads)
+            except RuntimeError:  # only settable before the first parallel work
+                pass
 
         self.torch, self.F = torch, F
         self.version = torch.__version__

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import os
-import sys
 import importlib.util
+import os
 import pkgutil
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +48,9 @@ class BaseBackend:
     # function, the way the framework is used in practice (jax.jit); a failure falls back to rows.
     compile_matrix: bool = False
     fused_api: dict[str, str] = {}  # op -> the framework call behind `fused`, for the docs
+
+    def __init__(self, threads: int | None = None) -> None:
+        """Import the framework here, never at module level."""
 
     def devices(self) -> dict[str, str | None]:
         """device -> None when usable here, else the reason it is skipped."""
@@ -126,5 +130,6 @@ def discover() -> dict[str, BackendInfo]:
     return dict(sorted(found.items(), key=lambda kv: (order.get(kv[0], 9), kv[0])))
 
 
-def load(info: BackendInfo) -> BaseBackend:
-    return importlib.import_module(info.module).Backend()
+def load(info: BackendInfo, threads: int | None = None) -> BaseBackend:
+    """Import the framework; `threads` fixes its intra-op thread count (None: its default)."""
+    return importlib.import_module(info.module).Backend(threads=threads)

@@ -81,6 +81,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                              "cases": [c.name for c in plan.cases]})
     paths = write_run(out, {"accuracy": df}, env)
     print(f"\n{len(df)} rows in {seconds:.1f} s -> {paths[0].parent}/accuracy.{{parquet,csv}}, env.json")
+    print("time per backend (summed over workers): "
+          + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(info.seconds.items(), key=lambda kv: -kv[1])))
     for s in info.skipped:
         print(f"skipped {s}")
     print("\nverdicts per backend x device x impl:")

@@ -8,8 +8,9 @@ nothing here imports a framework.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -30,6 +31,7 @@ class Primitives(Protocol):
     def where(self, cond: Array, a: Array, b: Array) -> Array: ...
     def zeros_like(self, x: Array) -> Array: ...
     def mean(self, x: Array) -> Array: ...  # over every element, a scalar
+    def stop_gradient(self, x: Array) -> Array: ...  # identity, invisible to autodiff
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,9 @@ NAIVE = Formula(
 
 
 def _shifted_parts(xp: Primitives, x: Array) -> tuple[Array, Array, Array, Array]:
-    a = xp.max(x)
+    """softmax(x) = softmax(x - c) for any constant c, so the shift is a constant to autodiff too
+    (as in JAX's logsumexp): differentiating through max(x) adds 1 - sum(e/S), O(n u), at the max."""
+    a = xp.stop_gradient(xp.max(x))
     d = x - a
     e = xp.exp(d)
     return a, d, e, xp.sum(e)
@@ -71,11 +75,13 @@ SHIFTED = Formula(
 
 
 def _log1p_parts(xp: Primitives, x: Array) -> tuple[Array, Array, Array, Array]:
-    """a = max x (first index k), s = sum over i != k of exp(x_i - a)."""
-    a = xp.max(x)
+    """a = x_k at the first argmax k, s = sum over i != k of exp(x_i - a). `a` is gathered at k,
+    not max(x): autodiff of max splits the gradient between tied maxima, while s excludes only k."""
+    k = xp.first_max_mask(x)
+    a = xp.sum(xp.where(k, x, xp.zeros_like(x)))
     d = x - a
     e = xp.exp(d)
-    s = xp.sum(xp.where(xp.first_max_mask(x), xp.zeros_like(e), e))
+    s = xp.sum(xp.where(k, xp.zeros_like(e), e))
     return a, d, e, s
 
 

@@ -18,7 +18,7 @@ from functools import cached_property
 import numpy as np
 
 from cases import Case
-from suite.dtypes import round_to, smallest_normal, spacing
+from suite.dtypes import round_to, smallest_normal, spacing, unit_roundoff
 from suite.formulas import analytic_vjp
 from suite.ops import OPS
 
@@ -138,18 +138,22 @@ def _exact_forward(x: np.ndarray, targets: np.ndarray, probs: np.ndarray) -> dic
 
 
 def _scales(x: np.ndarray, fwd: dict, targets: np.ndarray, probs: np.ndarray,
-            cot: dict[str, np.ndarray], T: float) -> dict[tuple[str, str], np.ndarray]:
+            cot: dict[str, np.ndarray], T: float, dtype: str) -> dict[tuple[str, str], np.ndarray]:
     """Error scales from conditioning: a relative change u in every input moves op_i by about
     u * scale_i, so an error is judged in ULPs of max(|exact_i|, scale_i) (README: Grading)."""
     s = np.asarray(fwd["softmax"], dtype=np.float64)
     xa = np.abs(np.asarray(x, dtype=np.float64))
+    u = unit_roundoff(dtype)
     with np.errstate(invalid="ignore", over="ignore"):
         sx = np.where(s > 0, s * xa, 0.0)  # masked entries weigh nothing
         A = np.sum(sx, axis=-1, keepdims=True)  # sum_j s_j |x_j|
+        # exp turns an input error of u|x| into a factor exp(u|x|): first order only while u|x| << 1
+        # (z / T = 3150 in bfloat16 is 3152), so the softmax terms use expm1(u c) / u, not c
+        growth = np.where(s > 0, np.expm1(np.minimum(u * (xa + A + 1), 700.0)) / u, 0.0)
         x_t = np.take_along_axis(xa, targets[..., None], axis=-1)
         psum = np.sum(probs, axis=-1, keepdims=True)
         fw = {
-            "softmax": sx + s * (A + 1),
+            "softmax": s * growth,
             "log_softmax": xa + A + 1,
             "logsumexp": (A + 1)[..., 0],
             "cross_entropy": (x_t + A + 1)[..., 0],
@@ -159,8 +163,13 @@ def _scales(x: np.ndarray, fwd: dict, targets: np.ndarray, probs: np.ndarray,
         fw["cross_entropy_mean"] = np.asarray(np.mean(fw["cross_entropy"]))
         smax = np.max(s, axis=-1, keepdims=True)
         pmax = np.max(probs, axis=-1, keepdims=True)
-        cancel = {  # largest term each VJP formula subtracts (analytic_vjp)
-            "softmax": smax, "log_softmax": np.ones_like(smax), "logsumexp": smax,
+        # largest term each VJP formula (analytic_vjp) adds or subtracts, per unit of max|g|;
+        # log_softmax's g_i - s_i sum(g) carries the error of a sum over n cotangents of both signs
+        gl = np.abs(cot["log_softmax"])
+        lsm_terms = np.maximum(1.0, smax * np.sum(gl, axis=-1, keepdims=True)
+                               / np.maximum(np.max(gl, axis=-1, keepdims=True), np.finfo(float).tiny))
+        cancel = {
+            "softmax": smax, "log_softmax": lsm_terms, "logsumexp": smax,
             "cross_entropy": np.ones_like(smax), "cross_entropy_mean": np.ones_like(smax),
             "soft_cross_entropy": np.maximum(smax * psum, pmax),
         }
@@ -169,7 +178,7 @@ def _scales(x: np.ndarray, fwd: dict, targets: np.ndarray, probs: np.ndarray,
             g = np.abs(cot[op])
             gmax = np.max(g, axis=-1, keepdims=True) if op in ("softmax", "log_softmax") else (
                 g[..., None] if g.ndim else g / max(int(np.prod(s.shape[:-1])), 1))
-            out[(op, "backward")] = gmax / T * (cancel[op] * (1 + 2 * A) + sx)
+            out[(op, "backward")] = gmax / T * (cancel[op] * (1 + 2 * A) + s * growth)
     return out
 
 
@@ -224,7 +233,7 @@ def compute_reference(case: Case, dtype: str) -> Reference:
         out_shapes = {op: np.shape(fwd[op]) for op in OPS}
         cot = {op: cotangent(case, op, out_shapes[op], dtype) for op in OPS}
         expected: dict[tuple[str, str], Expected] = {}
-        scales = _scales(x, fwd, case.targets, probs, cot, T)
+        scales = _scales(x, fwd, case.targets, probs, cot, T, dtype)
         s_grad = np.where(fwd["special"][..., None], LD(np.nan), fwd["softmax"])
         for op in OPS:
             expected[(op, "forward")] = Expected(np.asarray(fwd[op]), np.asarray(scales[(op, "forward")]), dtype)

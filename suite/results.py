@@ -59,6 +59,7 @@ def environment(info, extra: dict | None = None) -> dict:
         "devices": info.devices,
         "threads": info.threads,
         "skipped": info.skipped,
+        "cpu_seconds": info.seconds,
     }
     if extra:
         env.update(extra)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COLUMNS = ["backend", "backend_version", "device", "dtype", "op", "impl", "case", "pass",
            "max_abs_err", "max_rel_err", "max_ulp_err", "n_nonfinite", "verdict", "message"]
 ENV_KEYS = ["python", "numpy", "frameworks", "cpu_model", "git_commit", "utc_time", "command", "threads"]
