@@ -43,14 +43,41 @@ def matrix(backend: str, device: str) -> pd.DataFrame:
     return df
 
 
-# (backends, impl, op, pass, dtypes, cases, reason). "*" matches everything.
-KNOWN: list[tuple[tuple[str, ...], str, str, str, tuple[str, ...], tuple[str, ...], str]] = []
+# (backends, devices, impl, op, pass, dtypes, cases, reason). "*" matches every backend, device, op, pass
+# or dtype. Measured on CPU with torch 2.13.0, tensorflow-cpu 2.21.0, jax 0.10.2, numpy 2.4 / scipy 1.17,
+# and on an H100 with torch 2.11.0+cu130 and jax 0.11.2 (where a CPU-only entry XPASSes: hence devices).
+LARGE_FLAT = ("normal_scale10_T100", "vocab_131072_normal", "vocab_131071_odd", "vocab_262147_odd")
+KNOWN: list[tuple[tuple[str, ...], tuple[str, ...], str, str, str, tuple[str, ...], tuple[str, ...], str]] = [
+    (("*",), ("*",), "fused", "soft_cross_entropy", "forward", ("*",),
+     ("mask_partial", "mask_causal", "mask_all_but_one", "normal_scale_10000"),
+     "probability-target CE computes p * log_softmax with p = 0 where log_softmax is -inf (masked classes, or "
+     "below -65504 in float16): 0 * -inf = NaN, where the convention (and the limit) is 0"),
+    (("torch", "tensorflow", "jax"), ("*",), "shifted_log1p", "*", "backward", ("*",), LARGE_FLAT,
+     "autodiff of a + log1p(s) gives d/dx_k = 1 - s / (1 + s) at the max k, which cancels when s is large "
+     "(near-uniform or very wide rows): O(n u) relative error there; a custom VJP would avoid it"),
+    (("torch",), ("cpu",), "fused", "cross_entropy_mean", "forward", ("float16",), ("normal_scale_10000",),
+     "F.cross_entropy(reduction='mean') in float16 overflows summing 16 losses of ~2e4 (exact mean fits fp16)"),
+    (("tensorflow",), ("cpu",), "fused", "cross_entropy_mean", "forward", ("float16",), ("normal_scale_10000",),
+     "tf.reduce_mean in float16 overflows summing 16 losses of ~2e4 (exact mean fits fp16)"),
+    (("tensorflow",), ("cpu",), "shifted", "cross_entropy_mean", "forward", ("float16",), ("normal_scale_10000",),
+     "tf.reduce_mean in float16 overflows summing 16 losses of ~2e4 (exact mean fits fp16)"),
+    (("tensorflow",), ("cpu",), "shifted_log1p", "cross_entropy_mean", "forward", ("float16",), ("normal_scale_10000",),
+     "tf.reduce_mean in float16 overflows summing 16 losses of ~2e4 (exact mean fits fp16)"),
+    (("tensorflow",), ("cpu",), "fused", "softmax", "forward", ("float32",),
+     ("normal_scale_100", "llm_vocab32000_T0.01"),
+     "tf.nn.softmax on CPU returns 0 (or few correct digits) for probabilities just above float32's smallest "
+     "normal, e.g. 0 for 2.02e-38: an exp that underflows early, not a subnormal flush"),
+    (("torch",), ("cpu",), "fused", "softmax", "forward", ("float64",), ("vocab_152064_spiky",),
+     "torch.softmax float64 on a 152,064-class row with a +40 spike: 46.7 scaled ULPs against a bound of 40 "
+     "(relative error ~1e3 u on probabilities near 5e-18); mechanism not identified"),
+]
 
 
-def _matches(entry, backend: str, impl: str, op: str, pass_: str, dtype: str) -> bool:
-    backends, k_impl, k_op, k_pass, dtypes, _, _ = entry
-    return ((backend in backends or "*" in backends) and impl == k_impl and op in (k_op, "*")
-            and pass_ in (k_pass, "*") and (dtype in dtypes or "*" in dtypes))
+def _matches(entry, backend: str, device: str, impl: str, op: str, pass_: str, dtype: str) -> bool:
+    backends, devices, k_impl, k_op, k_pass, dtypes, _, _ = entry
+    return ((backend in backends or "*" in backends) and (device in devices or "*" in devices)
+            and impl == k_impl and k_op in (op, "*") and k_pass in (pass_, "*")
+            and (dtype in dtypes or "*" in dtypes))
 
 
 def _describe(rows: pd.DataFrame) -> str:
@@ -68,18 +95,20 @@ def test_stable_impls_ok_where_the_answer_is_finite(backend, device, impl, dtype
     df = matrix(backend, device)
     rows = df[(df.impl == impl) & (df.dtype == dtype) & (df.op == op) & (df["pass"] == pass_)
               & df.exact_finite.astype(bool)]
-    excused = {c for e in KNOWN if _matches(e, backend, impl, op, pass_, dtype) for c in e[5]}
+    excused = {c for e in KNOWN if _matches(e, backend, device, impl, op, pass_, dtype) for c in e[6]}
     bad = rows[(rows.verdict != "ok") & ~rows.case.isin(excused)]
     assert bad.empty, f"{len(bad)} of {len(rows)} cases not ok:" + _describe(bad)
 
 
 def _known_params():
     for entry in KNOWN:
-        backends, impl, op, pass_, dtypes, cases, reason = entry
+        backends, devices, impl, op, pass_, dtypes, cases, reason = entry
         for backend in BACKENDS:
             if backend not in backends and "*" not in backends:
                 continue
             for device in DEVICES:
+                if device not in devices and "*" not in devices:
+                    continue
                 yield pytest.param(backend, device, entry, id=f"{backend}-{device}-{impl}-{op}-{pass_}-{cases[0]}",
                                    marks=pytest.mark.xfail(strict=True, reason=reason))
 
@@ -87,7 +116,7 @@ def _known_params():
 @pytest.mark.parametrize(("backend", "device", "entry"), list(_known_params()))
 def test_known_deviation_still_there(backend, device, entry):
     """Each KNOWN entry as its own test: xfail while the deviation lasts, XPASS (a failure) once fixed."""
-    _, impl, op, pass_, dtypes, cases, _ = entry
+    _, _, impl, op, pass_, dtypes, cases, _ = entry
     df = matrix(backend, device)
     sel = (df.impl == impl) & df.case.isin(cases) & df.exact_finite.astype(bool)
     if op != "*":
