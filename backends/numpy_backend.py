@@ -74,6 +74,10 @@ class Backend(BaseBackend):
     def put_targets(self, a, device):
         return np.asarray(a, dtype=np.int64)
 
+    def copy_fn(self, src):
+        dst = np.empty_like(src)
+        return (lambda: np.copyto(dst, src)), "numpy.copyto"
+
     def to_numpy(self, x):
         return np.asarray(x).astype(np.float64)
 

@@ -113,3 +113,14 @@ class Backend(BaseBackend):
     def sync(self, device):
         if device == "gpu":
             self.torch.cuda.synchronize()
+
+    def wait(self, out):
+        if getattr(out, "is_cuda", False):
+            self.torch.cuda.synchronize()
+
+    def copy_fn(self, src):
+        dst = self.torch.empty_like(src)
+        return (lambda: dst.copy_(src)), "torch.Tensor.copy_"
+
+    def free_memory(self, device):
+        return self.torch.cuda.mem_get_info()[0] if device == "gpu" else super().free_memory(device)

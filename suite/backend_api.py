@@ -98,6 +98,17 @@ class BaseBackend:
     def sync(self, device: str) -> None:
         """Wait for queued device work (timing and honest error capture)."""
 
+    def wait(self, out: Array) -> None:
+        """Block until `out` is computed (inside every timed block). Eager CPU frameworks: no-op."""
+
+    def copy_fn(self, src: Array) -> tuple[Callable[[], Any], str]:
+        """A device-to-device copy of `src` (STREAM copy), for the bandwidth that timings are judged by."""
+        raise NotImplementedError
+
+    def free_memory(self, device: str) -> int:
+        """Bytes available for inputs and temporaries on `device` (host RAM by default)."""
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
 
 @contextlib.contextmanager
 def quiet_stderr():

@@ -27,6 +27,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--jobs", type=int, default=None, metavar="N",
                      help="worker processes, one dtype each (default: number of CPUs)")
+    bench = sub.add_parser("bench", help="time every backend/device/dtype/op/impl over a size sweep")
+    for name, what in (("backends", "frameworks"), ("dtypes", "dtypes"), ("ops", "ops"),
+                       ("impls", "implementations"), ("passes", "forward,forward+backward"), ("devices", "cpu/gpu")):
+        bench.add_argument(f"--{name}", action="append", metavar="A,B", help=f"comma-separated {what}")
+    bench.add_argument("--sizes", default=None, metavar="BxV,...",
+                       help="batch x vocab list, e.g. 64x131072,256x8192 (default: a sweep of 4 KiB .. 256 MiB)")
+    bench.add_argument("--min-time", type=float, default=0.2, help="seconds of measured rounds (default 0.2)")
+    bench.add_argument("--out", default="results/latest", help="output directory (default: results/latest)")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     lst = sub.add_parser("list", help="list backends, cases and tags")
     lst.add_argument("what", nargs="?", choices=("cases", "backends", "tags"), default="cases")
     return p
@@ -94,6 +103,52 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from suite.backend_api import discover
+    from suite.bench import BENCH_DEFAULTS, BenchPlan, plot_gbps, run_bench
+    from suite.dtypes import DTYPES
+    from suite.results import environment, write_run
+    from suite.timing import DEFAULT_SWEEP, PASSES, parse_sizes, threads_for_timing
+
+    known = discover()
+    installed = [n for n, i in known.items() if i.installed]
+    names = choose("backends", split_list(args.backends), list(known), installed)
+    missing = [n for n in names if not known[n].installed]
+    if missing:
+        raise UsageError("not installed: " + "; ".join(f"{n} ({known[n].install_hint})" for n in missing))
+    try:
+        sizes = parse_sizes(args.sizes) if args.sizes is not None else list(DEFAULT_SWEEP)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if not args.min_time > 0:
+        raise UsageError(f"--min-time must be positive, got {args.min_time}")
+    plan = BenchPlan(
+        backends=names, devices=choose("devices", split_list(args.devices), DEVICES, DEVICES),
+        dtypes=choose("dtypes", split_list(args.dtypes), DTYPES, BENCH_DEFAULTS["dtypes"]),
+        ops=choose("ops", split_list(args.ops), OPS, BENCH_DEFAULTS["ops"]),
+        impls=choose("impls", split_list(args.impls), IMPLS, BENCH_DEFAULTS["impls"]),
+        passes=choose("passes", split_list(args.passes), PASSES, PASSES),
+        sizes=sizes, min_time=args.min_time, threads=threads_for_timing())
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    df, info = run_bench(plan, progress=False if args.no_progress else None)
+    env = environment(info, {"seconds": round(time.perf_counter() - t0, 2), "min_time_s": plan.min_time,
+                             "copy_bandwidth": {d: {"gbps": g, "how": h} for d, (g, h) in plan.copy.items()}})
+    paths = write_run(out, {"timing": df}, env)
+    plot_gbps(df, out / "timing_gbps.png")
+    print(f"\n{len(df)} timings -> {paths[0].parent}/timing.{{parquet,csv}}, timing_gbps.png, env.json")
+    for d, (g, h) in plan.copy.items():
+        print(f"copy bandwidth {d}: {g:.1f} GB/s ({h})")
+    for s in info.skipped:
+        print(f"skipped {s}")
+    shown = df[df.median_s.notna()]
+    if len(shown):
+        top = shown.sort_values("bytes").groupby(["backend", "device", "dtype", "op", "impl", "pass"]).last()
+        print("\nlargest size per configuration (GB/s, % of copy):")
+        print(top[["batch", "vocab", "median_s", "gbps", "pct_of_copy"]].round(4).to_string())
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from cases import CASES
     from suite.backend_api import discover
@@ -115,7 +170,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return cmd_run(args) if args.command == "run" else cmd_list(args)
+        return {"run": cmd_run, "bench": cmd_bench, "list": cmd_list}[args.command](args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

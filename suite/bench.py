@@ -1,0 +1,133 @@
+"""`python -m suite bench`: the timing sweep, in one process (timings must not share the cores)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from suite.dtypes import np_dtype
+from suite.runner import RunInfo, loaded
+from suite.timing import TIMING_COLUMNS, bench_one, copy_bandwidth, traffic_bytes
+
+BENCH_DEFAULTS = {"dtypes": ["float32", "bfloat16"], "ops": ["softmax", "log_softmax", "cross_entropy"],
+                  "impls": ["fused", "shifted", "naive"]}
+COPY_BYTES = 256 * 2**20
+MEMORY_FACTOR = 8  # inputs, outputs, saved activations and gradients of a naive fwd+bwd, with room
+
+
+@dataclass
+class BenchPlan:
+    backends: list[str]
+    devices: list[str]
+    dtypes: list[str]
+    ops: list[str]
+    impls: list[str]
+    passes: list[str]
+    sizes: list[tuple[int, int]]
+    min_time: float = 0.2
+    threads: int | None = None
+    copy: dict[str, tuple[float, str]] = field(default_factory=dict)
+
+
+def _copy_for(plan: BenchPlan, device: str, backend) -> tuple[float, str]:
+    """One copy bandwidth per device, shared by every backend: numpy on the CPU, else this backend."""
+    if device not in plan.copy:
+        src = loaded("numpy", plan.threads) if device == "cpu" and "numpy" in _installed() else backend
+        nbytes = min(COPY_BYTES, src.free_memory(device) // 4)
+        plan.copy[device] = copy_bandwidth(src, device, nbytes, max(plan.min_time, 0.5))
+    return plan.copy[device]
+
+
+def _installed() -> list[str]:
+    from suite.backend_api import discover
+
+    return [n for n, i in discover().items() if i.installed]
+
+
+def run_bench(plan: BenchPlan, progress: bool | None = None) -> tuple[pd.DataFrame, RunInfo]:
+    from tqdm import tqdm
+
+    info = RunInfo()
+    work = [(b, d, s, dt) for b in plan.backends for d in plan.devices for s in plan.sizes for dt in plan.dtypes]
+    rows: list[dict] = []
+    bar = tqdm(work, desc="timing", unit="size", dynamic_ncols=True,
+               disable=(None if progress is None else not progress))
+    for name, device, (batch, vocab), dtype in bar:
+        backend = loaded(name, plan.threads)
+        reason = backend.devices().get(device, f"no device {device}")
+        if reason is not None:
+            if f"{name}/{device}: {reason}" not in info.skipped:
+                info.skipped.append(f"{name}/{device}: {reason}")
+            continue
+        info.frameworks[name] = backend.version
+        info.threads[name] = backend.threads()
+        info.devices[f"{name}/{device}"] = backend.device_name(device)
+        copy_gbps, how = _copy_for(plan, device, backend)
+        bar.set_postfix_str(f"{name} {device} {dtype} {batch}x{vocab}", refresh=False)
+        base = {"backend": name, "backend_version": backend.version, "device": device, "dtype": dtype,
+                "batch": batch, "vocab": vocab, "copy_gbps": copy_gbps}
+        need = MEMORY_FACTOR * batch * vocab * np_dtype(dtype).itemsize
+        free = backend.free_memory(device)
+        for op in plan.ops:
+            for impl in plan.impls:
+                for pass_ in plan.passes:
+                    row = {**base, "op": op, "impl": impl, "pass": pass_,
+                           "bytes": traffic_bytes(op, pass_, batch, vocab, np_dtype(dtype).itemsize)}
+                    if need > free:
+                        rows.append({**row, "message": f"skipped: needs ~{need / 2**30:.1f} GiB, "
+                                                       f"{free / 2**30:.1f} GiB free on {device}"})
+                        continue
+                    try:
+                        row.update(bench_one(backend, device, dtype, op, impl, pass_, batch, vocab, plan.min_time))
+                        row["pct_of_copy"] = 100.0 * row["gbps"] / copy_gbps
+                        row["message"] = ""
+                    except Exception as exc:  # noqa: BLE001 - one failure is a row, the sweep goes on
+                        row["message"] = f"{backend.classify(exc)}: {type(exc).__name__}: {str(exc)[:200]}"
+                    rows.append(row)
+    bar.close()
+    info.seconds = {}
+    df = pd.DataFrame(rows)
+    for col in TIMING_COLUMNS:
+        if col not in df:
+            df[col] = np.nan
+    return df[TIMING_COLUMNS], info
+
+
+def plot_gbps(df: pd.DataFrame, path) -> None:
+    """GB/s against vocab, one line per backend x impl (solid forward, dashed fwd+bwd), a panel per
+    op x dtype, with the device's copy bandwidth as the ceiling."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = df[df.gbps.notna()]
+    ops, dtypes = sorted(ok.op.unique()), sorted(ok.dtype.unique())
+    if ok.empty:
+        return
+    fig, axes = plt.subplots(len(ops), len(dtypes), figsize=(5 * len(dtypes), 3.6 * len(ops)), squeeze=False)
+    for i, op in enumerate(ops):
+        for j, dtype in enumerate(dtypes):
+            ax = axes[i][j]
+            sub = ok[(ok.op == op) & (ok.dtype == dtype)]
+            for (backend, device, impl, pass_), g in sub.groupby(["backend", "device", "impl", "pass"]):
+                g = g.sort_values("bytes").groupby("vocab", as_index=False).last()  # largest batch per vocab
+                ax.plot(g.vocab, g.gbps, marker="o", ms=3, linestyle="-" if pass_ == "forward" else "--",
+                        label=f"{backend}/{device} {impl}{'' if pass_ == 'forward' else ' +bwd'}")
+            for device, c in sub.groupby("device").copy_gbps.first().items():
+                ax.axhline(c, color="grey", lw=0.8, ls=":")
+                ax.annotate(f"{device} copy {c:.0f} GB/s", (0.01, c), xycoords=("axes fraction", "data"),
+                            fontsize=7, color="grey", va="bottom")
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_title(f"{op} {dtype}", fontsize=10)
+            ax.set_xlabel("vocab (classes)")
+            ax.set_ylabel("GB/s")
+            ax.grid(True, which="both", lw=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

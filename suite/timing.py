@@ -1,0 +1,168 @@
+"""Timing that can be trusted: inputs on the device first, warm-up and compilation excluded (and
+recorded), device work synchronized inside every timed block, rounds grown until a minimum measured
+time, then median / IQR / min; throughput as a share of the same device's measured copy bandwidth."""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from suite.backend_api import BaseBackend
+from suite.dtypes import np_dtype
+from suite.runner import Inputs
+
+TIMING_COLUMNS = [
+    "backend", "backend_version", "device", "dtype", "op", "impl", "pass", "batch", "vocab", "bytes",
+    "median_s", "iqr_s", "min_s", "rounds", "number", "gbps", "pct_of_copy", "copy_gbps", "compile_s",
+    "samples", "message",
+]
+PASSES = ("forward", "forward+backward")
+# Default sweep: vocab 2^4 .. 2^18 (odd widths too), batch chosen so float32 inputs span 4 KiB .. 256 MiB.
+DEFAULT_SWEEP: tuple[tuple[int, int], ...] = (
+    (64, 16), (8, 1000), (16, 4096), (16, 32768), (83, 50257), (128, 131072), (16, 262147), (512, 131072),
+)
+
+
+@dataclass
+class Measurement:
+    """Per-call times of `rounds` rounds of `number` calls each (seconds)."""
+
+    samples: list[float]
+    number: int
+    first_call_s: float
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def iqr(self) -> float:
+        if len(self.samples) < 2:
+            return 0.0
+        q = statistics.quantiles(self.samples, n=4, method="inclusive")
+        return q[2] - q[0]
+
+
+def measure(fn: Callable[[], Any], wait: Callable[[Any], None], min_time: float = 0.2, min_rounds: int = 5,
+            max_rounds: int = 1000, round_target: float = 1e-3, clock: Callable[[], float] = time.perf_counter
+            ) -> Measurement:
+    """Time fn() like pytest-benchmark / torch.utils.benchmark, with the device wait inside the block.
+
+    The first call (compilation, tracing, allocator warm-up) is timed on its own and excluded. `number`
+    calls per round are chosen so a round lasts >= round_target (timer overhead negligible); rounds are
+    added until they sum to >= min_time and there are >= min_rounds.
+    """
+    t0 = clock()
+    wait(fn())
+    first = clock() - t0
+    wait(fn())  # second warm-up: caches, lazy allocations
+    t0 = clock()
+    wait(fn())
+    one = max(clock() - t0, 1e-9)
+    number = max(1, int(math.ceil(round_target / one)))
+    samples: list[float] = []
+    total = 0.0
+    while (total < min_time or len(samples) < min_rounds) and len(samples) < max_rounds:
+        t0 = clock()
+        out = None
+        for _ in range(number):
+            out = fn()
+        wait(out)  # the device finishes this round's work before the clock stops
+        dt = clock() - t0
+        samples.append(dt / number)
+        total += dt
+    return Measurement(samples=samples, number=number, first_call_s=first)
+
+
+def traffic_bytes(op: str, pass_: str, batch: int, vocab: int, itemsize: int) -> int:
+    """Bytes the op must read and write at minimum (Triton's 2 * numel * size model for softmax):
+    forward reads the logits (and probabilities) and writes its output; backward also reads the
+    cotangent and what the forward saved, and writes the logits' gradient."""
+    n, rows = batch * vocab, batch
+    fwd = {"softmax": 2 * n, "log_softmax": 2 * n, "logsumexp": n + rows, "cross_entropy": n + rows,
+           "cross_entropy_mean": n + 1, "soft_cross_entropy": 2 * n + rows}[op] * itemsize
+    fwd += 8 * rows if op.startswith("cross_entropy") else 0  # int64 targets
+    if pass_ == "forward":
+        return fwd
+    bwd = {"softmax": 3 * n, "log_softmax": 3 * n, "logsumexp": 2 * n + 2 * rows, "cross_entropy": 2 * n + rows,
+           "cross_entropy_mean": 2 * n, "soft_cross_entropy": 3 * n + rows}[op] * itemsize
+    return fwd + bwd
+
+
+def free_bytes(backend: BaseBackend, device: str) -> int:
+    return backend.free_memory(device)
+
+
+@dataclass
+class CopyBandwidth:
+    """STREAM-style copy (read + write) per device, measured in the same run."""
+
+    gbps: dict[str, float] = field(default_factory=dict)
+    how: dict[str, str] = field(default_factory=dict)
+
+
+def copy_bandwidth(backend: BaseBackend, device: str, nbytes: int, min_time: float) -> tuple[float, str]:
+    src = backend.put(np.random.default_rng(0).standard_normal(nbytes // 4), "float32", device)
+    fn, how = backend.copy_fn(src)
+    m = measure(fn, backend.wait, min_time=min_time)
+    return 2 * (nbytes // 4) * 4 / m.median / 1e9, how
+
+
+def timed_callable(backend: BaseBackend, impl: str, op: str, pass_: str, inp: Inputs) -> Callable[[], Any]:
+    """The thing timed, on inputs already on the device: the op, or the op and its gradient (autodiff,
+    or numpy's analytic formulas), compiled first where the backend compiles (jax.jit)."""
+    from suite.runner import compute
+
+    key = "forward" if pass_ == "forward" else "backward"
+    if backend.compile_matrix:
+        step = backend.compile(lambda z, t, p, g: compute(backend, impl, op, key, Inputs(z, t, p, {op: g}, None)))
+        return lambda: step(inp.z, inp.targets, inp.probs, inp.cotangents[op])
+    return lambda: compute(backend, impl, op, key, inp)
+
+
+def bench_one(backend: BaseBackend, device: str, dtype: str, op: str, impl: str, pass_: str, batch: int,
+              vocab: int, min_time: float, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    z = backend.put(rng.standard_normal((batch, vocab)), dtype, device)
+    t = backend.put_targets(rng.integers(0, vocab, size=batch), device)
+    p = backend.put(np.full((batch, vocab), 1.0 / vocab), dtype, device)
+    gshape = () if op == "cross_entropy_mean" else ((batch,) if op in ("logsumexp", "cross_entropy",
+                                                                          "soft_cross_entropy") else (batch, vocab))
+    g = backend.put(np.ones(gshape) if gshape else np.array(1.0), dtype, device)
+    fn = timed_callable(backend, impl, op, pass_, Inputs(z, t, p, {op: g}, None))
+    m = measure(fn, backend.wait, min_time=min_time)
+    itemsize = np_dtype(dtype).itemsize
+    nbytes = traffic_bytes(op, pass_, batch, vocab, itemsize)
+    return {
+        "median_s": m.median, "iqr_s": m.iqr, "min_s": min(m.samples), "rounds": len(m.samples),
+        "number": m.number, "bytes": nbytes, "gbps": nbytes / m.median / 1e9,
+        "compile_s": max(m.first_call_s - m.median, 0.0) if backend.compile_matrix else np.nan,
+        "samples": m.samples,
+    }
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    out = []
+    for item in text.split(","):
+        item = item.strip().lower()
+        if not item:
+            continue
+        parts = item.split("x")
+        if len(parts) != 2 or not all(x.isdigit() and int(x) > 0 for x in parts):
+            raise ValueError(f"bad size {item!r}: expected BATCHxVOCAB with positive integers, e.g. 64x131072")
+        out.append((int(parts[0]), int(parts[1])))
+    if not out:
+        raise ValueError("--sizes is empty; expected e.g. 64x131072,256x8192")
+    return out
+
+
+def threads_for_timing() -> int:
+    """Every framework gets the same intra-op thread count: all cores (numpy's ufuncs use one)."""
+    return os.cpu_count() or 1
