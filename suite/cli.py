@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--min-time", type=float, default=0.2, help="seconds of measured rounds (default 0.2)")
     bench.add_argument("--out", default="results/latest", help="output directory (default: results/latest)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    imp = sub.add_parser("import-benchmark", help="turn a pytest-benchmark JSON into <out>/timing.{parquet,csv}")
+    imp.add_argument("json", metavar="BENCHMARK.json")
+    imp.add_argument("--out", default="results/latest", help="output directory (default: results/latest)")
     lst = sub.add_parser("list", help="list backends, cases and tags")
     lst.add_argument("what", nargs="?", choices=("cases", "backends", "tags"), default="cases")
     return p
@@ -149,6 +152,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_benchmark(args: argparse.Namespace) -> int:
+    import json
+
+    from suite.results import write_run
+    from suite.timing import from_benchmark_json
+
+    try:
+        df = from_benchmark_json(args.json)
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{args.json!r} is not a readable pytest-benchmark JSON "
+                         f"({type(exc).__name__}: {exc})") from None
+    if df.empty:
+        raise UsageError(f"{args.json!r} holds no benchmarks from suite/tests/test_benchmarks.py")
+    paths = write_run(Path(args.out), {"timing": df}, {"source": args.json, "command": sys.argv})
+    print(f"{len(df)} timings -> {paths[0].parent}/timing.{{parquet,csv}}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from cases import CASES
     from suite.backend_api import discover
@@ -170,7 +191,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "bench": cmd_bench, "list": cmd_list}[args.command](args)
+        commands = {"run": cmd_run, "bench": cmd_bench, "import-benchmark": cmd_import_benchmark, "list": cmd_list}
+        return commands[args.command](args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

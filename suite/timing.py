@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from suite.backend_api import BaseBackend
 from suite.dtypes import np_dtype
@@ -66,7 +67,7 @@ def measure(fn: Callable[[], Any], wait: Callable[[Any], None], min_time: float 
     t0 = clock()
     wait(fn())
     one = max(clock() - t0, 1e-9)
-    number = max(1, int(math.ceil(round_target / one)))
+    number = max(1, math.ceil(round_target / one * (1 - 1e-9)))  # 1e-3 / 2e-4 is 5.000000000000001
     samples: list[float] = []
     total = 0.0
     while (total < min_time or len(samples) < min_rounds) and len(samples) < max_rounds:
@@ -166,3 +167,31 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 def threads_for_timing() -> int:
     """Every framework gets the same intra-op thread count: all cores (numpy's ufuncs use one)."""
     return os.cpu_count() or 1
+
+
+def from_benchmark_json(path) -> pd.DataFrame:
+    """A pytest-benchmark `--benchmark-json` file (from suite/tests/test_benchmarks.py) as the timing
+    table's DataFrame, so both tools' numbers can be compared, stored and plotted alike."""
+    import json
+
+    with open(path) as fh:
+        data = json.load(fh)
+    rows = []
+    for b in data.get("benchmarks", []):
+        info, st = b.get("extra_info", {}), b["stats"]
+        if "op" not in info:
+            continue  # not one of this suite's benchmarks
+        samples = [float(x) for x in st.get("data", [])]
+        median = float(st["median"])
+        row = {k: info.get(k) for k in ("backend", "backend_version", "device", "dtype", "op", "impl", "pass",
+                                         "batch", "vocab", "bytes", "copy_gbps", "compile_s")}
+        row.update(median_s=median, iqr_s=float(st["iqr"]), min_s=float(st["min"]), rounds=int(st["rounds"]),
+                   number=int(st.get("iterations", 1)), samples=samples, message=f"pytest-benchmark {b['name']}")
+        row["gbps"] = row["bytes"] / median / 1e9 if row["bytes"] else float("nan")
+        row["pct_of_copy"] = 100 * row["gbps"] / row["copy_gbps"] if row.get("copy_gbps") else float("nan")
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    for col in TIMING_COLUMNS:
+        if col not in df:
+            df[col] = float("nan")
+    return df[TIMING_COLUMNS]

@@ -22,3 +22,17 @@ def catalog() -> dict:
     from cases import CASES
 
     return {c.name: c for c in CASES}
+
+
+def pytest_addoption(parser):
+    parser.addoption("--bench-all", action="store_true", default=False,
+                     help="test_benchmarks.py: the whole timing matrix instead of a representative subset")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """Plain `pytest` (and CI) runs each benchmark once as a smoke test; timing needs --benchmark-only
+    (or --benchmark-enable), so no timed test slows the test run or depends on the machine's speed."""
+    opt = config.option
+    if hasattr(opt, "benchmark_disable") and not (opt.benchmark_only or getattr(opt, "benchmark_enable", False)):
+        opt.benchmark_disable = True
