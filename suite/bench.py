@@ -87,7 +87,6 @@ def run_bench(plan: BenchPlan, progress: bool | None = None) -> tuple[pd.DataFra
                         row["message"] = f"{backend.classify(exc)}: {type(exc).__name__}: {str(exc)[:200]}"
                     rows.append(row)
     bar.close()
-    info.seconds = {}
     df = pd.DataFrame(rows)
     for col in TIMING_COLUMNS:
         if col not in df:
