@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from suite.dtypes import np_dtype
-from suite.runner import RunInfo, loaded
+from suite.runner import RunInfo, Selection, loaded
 from suite.timing import TIMING_COLUMNS, bench_one, copy_bandwidth, traffic_bytes
 
 BENCH_DEFAULTS = {"dtypes": ["float32", "bfloat16"], "ops": ["softmax", "log_softmax", "cross_entropy"],
@@ -18,13 +18,7 @@ MEMORY_FACTOR = 8  # inputs, outputs, saved activations and gradients of a naive
 
 
 @dataclass
-class BenchPlan:
-    backends: list[str]
-    devices: list[str]
-    dtypes: list[str]
-    ops: list[str]
-    impls: list[str]
-    passes: list[str]
+class BenchPlan(Selection):
     sizes: list[tuple[int, int]]
     min_time: float = 0.2
     threads: int | None = None

@@ -31,8 +31,8 @@ COLUMNS = [
 
 
 @dataclass
-class Plan:
-    """What to run; picklable, so worker processes can each take a slice (one dtype)."""
+class Selection:
+    """The matrix a user selects (shared by the accuracy run and the timing sweep)."""
 
     backends: list[str]
     devices: list[str]
@@ -40,6 +40,12 @@ class Plan:
     ops: list[str]
     impls: list[str]
     passes: list[str]
+
+
+@dataclass
+class Plan(Selection):
+    """What to run; picklable, so worker processes can each take a slice (one dtype)."""
+
     cases: list[Case]
     threads: int | None = None  # intra-op threads per framework (None: the framework's default)
 
