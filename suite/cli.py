@@ -44,10 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _plan(args: argparse.Namespace):
+def _backends(args: argparse.Namespace) -> list[str]:
+    """--backends, checked against what is installed (default: all installed)."""
     from suite.backend_api import discover
-    from suite.dtypes import DTYPES
-    from suite.runner import Plan
 
     known = discover()
     installed = [n for n, i in known.items() if i.installed]
@@ -56,6 +55,14 @@ def _plan(args: argparse.Namespace):
     if missing:
         raise UsageError("not installed: " + "; ".join(f"{n} ({known[n].install_hint})" for n in missing)
                          + f"; installed backends: {', '.join(installed)}")
+    return names
+
+
+def _plan(args: argparse.Namespace):
+    from suite.dtypes import DTYPES
+    from suite.runner import Plan
+
+    names = _backends(args)
     dtypes = choose("dtypes", split_list(args.dtypes), DTYPES, DTYPES)
     ops = choose("ops", split_list(args.ops), OPS, OPS)
     impls = choose("impls", split_list(args.impls), IMPLS, IMPLS)
@@ -107,18 +114,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from suite.backend_api import discover
     from suite.bench import BENCH_DEFAULTS, BenchPlan, plot_gbps, run_bench
     from suite.dtypes import DTYPES
     from suite.results import environment, write_run
     from suite.timing import DEFAULT_SWEEP, PASSES, parse_sizes, threads_for_timing
 
-    known = discover()
-    installed = [n for n, i in known.items() if i.installed]
-    names = choose("backends", split_list(args.backends), list(known), installed)
-    missing = [n for n in names if not known[n].installed]
-    if missing:
-        raise UsageError("not installed: " + "; ".join(f"{n} ({known[n].install_hint})" for n in missing))
+    names = _backends(args)
     try:
         sizes = parse_sizes(args.sizes) if args.sizes is not None else list(DEFAULT_SWEEP)
     except ValueError as exc:

@@ -118,16 +118,22 @@ def timed_callable(backend: BaseBackend, impl: str, op: str, pass_: str, inp: In
     return lambda: compute(backend, impl, op, key, inp)
 
 
-def bench_one(backend: BaseBackend, device: str, dtype: str, op: str, impl: str, pass_: str, batch: int,
-              vocab: int, min_time: float, seed: int = 0) -> dict:
+def bench_inputs(backend: BaseBackend, device: str, dtype: str, op: str, batch: int, vocab: int,
+                 seed: int = 0) -> Inputs:
+    """Random normal logits, targets, uniform probabilities and a cotangent of the op's output shape,
+    created on the device (before anything is timed)."""
     rng = np.random.default_rng(seed)
     z = backend.put(rng.standard_normal((batch, vocab)), dtype, device)
     t = backend.put_targets(rng.integers(0, vocab, size=batch), device)
     p = backend.put(np.full((batch, vocab), 1.0 / vocab), dtype, device)
-    gshape = () if op == "cross_entropy_mean" else ((batch,) if op in ("logsumexp", "cross_entropy",
-                                                                          "soft_cross_entropy") else (batch, vocab))
-    g = backend.put(np.ones(gshape) if gshape else np.array(1.0), dtype, device)
-    fn = timed_callable(backend, impl, op, pass_, Inputs(z, t, p, {op: g}, None))
+    gshape = () if op == "cross_entropy_mean" else ((batch, vocab) if op in ("softmax", "log_softmax") else (batch,))
+    g = backend.put(np.ones(gshape), dtype, device)
+    return Inputs(z, t, p, {op: g}, None)
+
+
+def bench_one(backend: BaseBackend, device: str, dtype: str, op: str, impl: str, pass_: str, batch: int,
+              vocab: int, min_time: float, seed: int = 0) -> dict:
+    fn = timed_callable(backend, impl, op, pass_, bench_inputs(backend, device, dtype, op, batch, vocab, seed))
     m = measure(fn, backend.wait, min_time=min_time)
     itemsize = np_dtype(dtype).itemsize
     nbytes = traffic_bytes(op, pass_, batch, vocab, itemsize)

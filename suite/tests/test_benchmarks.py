@@ -15,8 +15,8 @@ import pytest
 from suite.backend_api import discover
 from suite.dtypes import DTYPES, np_dtype
 from suite.ops import IMPLS, OPS
-from suite.runner import Inputs, loaded
-from suite.timing import DEFAULT_SWEEP, PASSES, copy_bandwidth, timed_callable, traffic_bytes
+from suite.runner import loaded
+from suite.timing import DEFAULT_SWEEP, PASSES, bench_inputs, copy_bandwidth, timed_callable, traffic_bytes
 
 BACKENDS = [n for n, i in discover().items() if i.installed]
 SUBSET = {"dtypes": ("float32", "bfloat16"), "ops": ("softmax", "cross_entropy"), "impls": ("fused", "shifted"),
@@ -43,12 +43,7 @@ def test_timing(benchmark, bench_case):
     backend = loaded(backend_name)
     if backend.devices().get(device) is not None:
         pytest.skip(backend.devices()[device])
-    rng = np.random.default_rng(0)
-    z = backend.put(rng.standard_normal((batch, vocab)), dtype, device)
-    t = backend.put_targets(rng.integers(0, vocab, size=batch), device)
-    p = backend.put(np.full((batch, vocab), 1.0 / vocab), dtype, device)
-    g = backend.put(np.ones((batch, vocab) if op in ("softmax", "log_softmax") else (batch,)), dtype, device)
-    fn = timed_callable(backend, impl, op, pass_, Inputs(z, t, p, {op: g}, None))
+    fn = timed_callable(backend, impl, op, pass_, bench_inputs(backend, device, dtype, op, batch, vocab))
 
     def synced():
         out = fn()
