@@ -1,11 +1,70 @@
-"""nox sessions: one per framework (its own venv: that framework + the suite's core), tests, lint."""
+"""nox sessions: one per framework and version, each in its own virtual environment holding only that
+framework and the suite's core; plus `tests` (what .ci/run runs), `lint`, `compare` and `report`.
+
+    nox -s "jax(version='0.10.2')"                  one framework at one version
+    SUITE_JAX_VERSIONS=0.9.2,0.10.2 nox -s jax       a list (also SUITE_TENSORFLOW_/TORCH_/NUMPY_VERSIONS)
+    nox -s "jax(version='0.9.2')" -- --cases seed    posargs go to `python -m suite run`
+    SUITE_SHARD=2/4 SUITE_RUN_ID=ci-123 nox -s jax   one slice of a sharded run (same id on every slice)
+    SUITE_SIZES=64x131072 SUITE_MIN_TIME=0.5 ...     the timing sweep (SUITE_SIZES=none: no timing)
+
+Each framework session runs the accuracy matrix and the timing sweep and writes both into the store
+(results/, or SUITE_STORE) under one run id.
+"""
 
 from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
 
 import nox
 
 nox.options.sessions = ["tests", "lint"]
-FRAMEWORKS = {"numpy": [], "torch": ["torch==2.13.0"], "tensorflow": ["tensorflow-cpu"], "jax": ["jax"]}
+nox.options.reuse_existing_virtualenvs = True
+
+# Versions the runs in results/ were made with; torch stays on the local CPU build (any other
+# version pulls several GB of CUDA packages).
+DEFAULT_VERSIONS = {"numpy": "2.4.6", "torch": "2.13.0", "tensorflow": "2.20.0,2.21.0", "jax": "0.9.2,0.10.2"}
+# A short sweep (vocab 16 .. 262,147, inputs up to 32 MiB) that keeps a session near 5 minutes here;
+# `python -m suite bench` alone sweeps up to 256 MiB.
+DEFAULT_SIZES = "64x16,8x1000,16x4096,256x32768,83x50257,64x131072,16x262147"
+
+
+def _packages(framework: str, version: str) -> list[str]:
+    return {"numpy": [f"numpy=={version}"], "torch": [f"torch=={version}"],
+            "tensorflow": [f"tensorflow-cpu=={version}"], "jax": [f"jax=={version}", f"jaxlib=={version}"]}[framework]
+
+
+def _versions(framework: str) -> list[str]:
+    text = os.environ.get(f"SUITE_{framework.upper()}_VERSIONS", DEFAULT_VERSIONS[framework])
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _framework_session(framework: str):
+    @nox.session(name=framework)
+    @nox.parametrize("version", _versions(framework))
+    def session(session: nox.Session, version: str) -> None:
+        session.install("-e", ".", *_packages(framework, version))
+        run_id = os.environ.get("SUITE_RUN_ID") or (
+            f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{framework}-{version}-{secrets.token_hex(2)}")
+        common = ["--backends", framework, "--store", os.environ.get("SUITE_STORE", "results"),
+                  "--run-id", run_id, "--no-progress"]
+        if os.environ.get("SUITE_SHARD"):
+            common += ["--shard", os.environ["SUITE_SHARD"]]
+        session.run("python", "-m", "suite", "run", *common, *session.posargs)
+        sizes = os.environ.get("SUITE_SIZES", DEFAULT_SIZES)
+        if sizes.lower() != "none":
+            session.run("python", "-m", "suite", "bench", *common, "--sizes", sizes,
+                        "--min-time", os.environ.get("SUITE_MIN_TIME", "0.2"))
+
+    session.__doc__ = f"{framework}: accuracy matrix and timing sweep into the store, in a venv of its own"
+    return session
+
+
+numpy = _framework_session("numpy")
+torch = _framework_session("torch")
+tensorflow = _framework_session("tensorflow")
+jax = _framework_session("jax")
 
 
 @nox.session
@@ -22,9 +81,14 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session
-@nox.parametrize("framework", list(FRAMEWORKS))
-def accuracy(session: nox.Session, framework: str) -> None:
-    """The accuracy matrix for one framework, in a venv holding only it and the core."""
-    session.install("-e", ".", *FRAMEWORKS[framework])
-    session.run("python", "-m", "suite", "run", "--backends", framework,
-                "--out", f"results/latest/{framework}", *session.posargs)
+def compare(session: nox.Session) -> None:
+    """nox -s compare -- jax==0.9.2 jax==0.10.2 (exit 1 on a regression)."""
+    session.install("-e", ".")
+    session.run("python", "-m", "suite", "compare", *session.posargs)
+
+
+@nox.session
+def report(session: nox.Session) -> None:
+    """The published tables and plots from the store: nox -s report [-- --out DIR]."""
+    session.install("-e", ".")
+    session.run("python", "-m", "suite", "report", *session.posargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -9,6 +10,7 @@ import pandas as pd
 
 from suite.dtypes import np_dtype
 from suite.runner import RunInfo, Selection, loaded
+from suite.store import Shard
 from suite.timing import TIMING_COLUMNS, bench_one, copy_bandwidth, traffic_bytes
 
 BENCH_DEFAULTS = {"dtypes": ["float32", "bfloat16"], "ops": ["softmax", "log_softmax", "cross_entropy"],
@@ -22,6 +24,7 @@ class BenchPlan(Selection):
     sizes: list[tuple[int, int]]
     min_time: float = 0.2
     threads: int | None = None
+    shard: Shard = field(default_factory=Shard)
     copy: dict[str, tuple[float, str]] = field(default_factory=dict)
 
 
@@ -40,52 +43,66 @@ def _installed() -> list[str]:
     return [n for n, i in discover().items() if i.installed]
 
 
-def run_bench(plan: BenchPlan, progress: bool | None = None) -> tuple[pd.DataFrame, RunInfo]:
-    from tqdm import tqdm
-
-    info = RunInfo()
-    work = [(b, d, s, dt) for b in plan.backends for d in plan.devices for s in plan.sizes for dt in plan.dtypes]
-    rows: list[dict] = []
-    bar = tqdm(work, desc="timing", unit="size", dynamic_ncols=True,
-               disable=(None if progress is None else not progress))
-    for name, device, (batch, vocab), dtype in bar:
-        backend = loaded(name, plan.threads)
-        reason = backend.devices().get(device, f"no device {device}")
-        if reason is not None:
-            if f"{name}/{device}: {reason}" not in info.skipped:
-                info.skipped.append(f"{name}/{device}: {reason}")
-            continue
-        info.frameworks[name] = backend.version
-        info.threads[name] = backend.threads()
-        info.devices[f"{name}/{device}"] = backend.device_name(device)
-        copy_gbps, how = _copy_for(plan, device, backend)
-        bar.set_postfix_str(f"{name} {device} {dtype} {batch}x{vocab}", refresh=False)
-        base = {"backend": name, "backend_version": backend.version, "device": device, "dtype": dtype,
-                "batch": batch, "vocab": vocab, "copy_gbps": copy_gbps}
-        need = MEMORY_FACTOR * batch * vocab * np_dtype(dtype).itemsize
-        free = backend.free_memory(device)
-        for op in plan.ops:
-            for impl in plan.impls:
-                for pass_ in plan.passes:
-                    row = {**base, "op": op, "impl": impl, "pass": pass_,
-                           "bytes": traffic_bytes(op, pass_, batch, vocab, np_dtype(dtype).itemsize)}
-                    if need > free:
-                        rows.append({**row, "message": f"skipped: needs ~{need / 2**30:.1f} GiB, "
-                                                       f"{free / 2**30:.1f} GiB free on {device}"})
-                        continue
-                    try:
-                        row.update(bench_one(backend, device, dtype, op, impl, pass_, batch, vocab, plan.min_time))
-                        row["pct_of_copy"] = 100.0 * row["gbps"] / copy_gbps
-                        row["message"] = ""
-                    except Exception as exc:  # noqa: BLE001 - one failure is a row, the sweep goes on
-                        row["message"] = f"{backend.classify(exc)}: {type(exc).__name__}: {str(exc)[:200]}"
-                    rows.append(row)
-    bar.close()
+def _frame(rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     for col in TIMING_COLUMNS:
         if col not in df:
             df[col] = np.nan
-    return df[TIMING_COLUMNS], info
+    return df[TIMING_COLUMNS]
+
+
+def run_bench(plan: BenchPlan, progress: bool | None = None,
+              on_backend: Callable[[pd.DataFrame], None] | None = None) -> tuple[pd.DataFrame, RunInfo]:
+    """Every selected configuration (this shard's share of them), backend after backend;
+    `on_backend(df)` gets each backend's rows when it is done."""
+    from tqdm import tqdm
+
+    info = RunInfo()
+    configs = [(s, dt, op, impl, p) for s in plan.sizes for dt in plan.dtypes for op in plan.ops
+               for impl in plan.impls for p in plan.passes]
+    mine = plan.shard.take(configs)
+    bar = tqdm(total=len(mine) * len(plan.backends) * len(plan.devices), desc="timing", unit="config",
+               dynamic_ncols=True, disable=(None if progress is None else not progress))
+    frames = []
+    for name in plan.backends:
+        rows: list[dict] = []
+        backend = loaded(name, plan.threads)
+        for device in plan.devices:
+            reason = backend.devices().get(device, f"no device {device}")
+            if reason is not None:
+                info.skipped.append(f"{name}/{device}: {reason}")
+                bar.update(len(mine))
+                continue
+            info.frameworks[name] = backend.version
+            info.threads[name] = backend.threads()
+            info.devices[f"{name}/{device}"] = backend.device_name(device)
+            copy_gbps, _ = _copy_for(plan, device, backend)
+            free = backend.free_memory(device)
+            for (batch, vocab), dtype, op, impl, pass_ in mine:
+                bar.set_postfix_str(f"{name} {device} {dtype} {batch}x{vocab}", refresh=False)
+                bar.update(1)
+                itemsize = np_dtype(dtype).itemsize
+                row = {"backend": name, "backend_version": backend.version, "device": device, "dtype": dtype,
+                       "batch": batch, "vocab": vocab, "copy_gbps": copy_gbps, "op": op, "impl": impl,
+                       "pass": pass_, "bytes": traffic_bytes(op, pass_, batch, vocab, itemsize)}
+                need = MEMORY_FACTOR * batch * vocab * itemsize
+                if need > free:
+                    rows.append({**row, "message": f"skipped: needs ~{need / 2**30:.1f} GiB, "
+                                                   f"{free / 2**30:.1f} GiB free on {device}"})
+                    continue
+                try:
+                    row.update(bench_one(backend, device, dtype, op, impl, pass_, batch, vocab, plan.min_time))
+                    row["pct_of_copy"] = 100.0 * row["gbps"] / copy_gbps
+                    row["message"] = ""
+                except Exception as exc:  # noqa: BLE001 - one failure is a row, the sweep goes on
+                    row["message"] = f"{backend.classify(exc)}: {type(exc).__name__}: {str(exc)[:200]}"
+                rows.append(row)
+        if rows:
+            frames.append(_frame(rows))
+            if on_backend is not None:
+                on_backend(frames[-1])
+    bar.close()
+    return (pd.concat(frames, ignore_index=True) if frames else _frame([])), info
 
 
 def plot_gbps(df: pd.DataFrame, path) -> None:

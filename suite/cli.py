@@ -23,8 +23,7 @@ def _parser() -> argparse.ArgumentParser:
                          help=f"comma-separated {what} (default: all{' installed' if name == 'backends' else ''})")
     run.add_argument("--case-file", action="append", metavar="F.npz",
                      help="your own logits (npz: logits, optional targets, temperature)")
-    run.add_argument("--out", default="results/latest", help="output directory (default: results/latest)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _store_args(run)
     run.add_argument("--jobs", type=int, default=None, metavar="N",
                      help="worker processes, one dtype each (default: number of CPUs)")
     bench = sub.add_parser("bench", help="time every backend/device/dtype/op/impl over a size sweep")
@@ -34,14 +33,46 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--sizes", default=None, metavar="BxV,...",
                        help="batch x vocab list, e.g. 64x131072,256x8192 (default: a sweep of 4 KiB .. 256 MiB)")
     bench.add_argument("--min-time", type=float, default=0.2, help="seconds of measured rounds (default 0.2)")
-    bench.add_argument("--out", default="results/latest", help="output directory (default: results/latest)")
-    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
-    imp = sub.add_parser("import-benchmark", help="turn a pytest-benchmark JSON into <out>/timing.{parquet,csv}")
+    _store_args(bench)
+    imp = sub.add_parser("import-benchmark", help="add a pytest-benchmark JSON to the store's timing table")
     imp.add_argument("json", metavar="BENCHMARK.json")
-    imp.add_argument("--out", default="results/latest", help="output directory (default: results/latest)")
+    imp.add_argument("--store", default="results", metavar="DIR", help="result store (default: results)")
+    imp.add_argument("--run-id", default=None, help="id of this run in the store (default: time + random)")
+    cmp = sub.add_parser("compare", help="regressions and improvements between two runs or versions")
+    cmp.add_argument("base", metavar="BASE", help="run id (or prefix), or backend==version, e.g. jax==0.9.2")
+    cmp.add_argument("new", metavar="NEW", help="run id (or prefix), or backend==version, e.g. jax==0.10.2")
+    cmp.add_argument("--store", default="results", metavar="DIR", help="result store (default: results)")
+    cmp.add_argument("--out", default=None, metavar="FILE.md",
+                     help="Markdown report (default: <store>/comparisons/<BASE>_vs_<NEW>.md)")
+    cmp.add_argument("--ulp-factor", type=float, default=2.0,
+                     help="an error that grew by more than this factor is a regression (default 2)")
+    cmp.add_argument("--min-effect", type=float, default=0.10,
+                     help="smallest relative change in median time that counts (default 0.10 = 10%%)")
+    cmp.add_argument("--alpha", type=float, default=0.01,
+                     help="significance level of the Mann-Whitney U test on the timing samples (default 0.01)")
     lst = sub.add_parser("list", help="list backends, cases and tags")
     lst.add_argument("what", nargs="?", choices=("cases", "backends", "tags"), default="cases")
     return p
+
+
+def _store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", default="results", metavar="DIR",
+                   help="result store: hive-partitioned parquet by backend/version/device (default: results)")
+    p.add_argument("--run-id", default=None,
+                   help="id of this run in the store (default: UTC time + random suffix); give every shard "
+                        "of one run the same id")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="run only slice I of N of the matrix (deterministic; the N slices merge in the store)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _store_plan(args: argparse.Namespace):
+    """The store, run id and shard named on the command line, checked before anything runs."""
+    from suite.store import Shard, Store, check_run_id, new_run_id
+
+    store = Store(args.store)
+    store.check_writable()
+    return store, check_run_id(args.run_id) if args.run_id else new_run_id(), Shard.parse(args.shard)
 
 
 def _backends(args: argparse.Namespace) -> list[str]:
@@ -78,28 +109,41 @@ def _plan(args: argparse.Namespace):
                          "stem); rename one")
     if not cases:
         raise UsageError("no cases selected")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {args.out!r} exists and is not a directory")
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"--jobs must be a positive integer, got {args.jobs}")
-    return Plan(backends=names, devices=devices, dtypes=dtypes, ops=ops, impls=impls,
-                passes=passes, cases=cases), out
+    return Plan(backends=names, devices=devices, dtypes=dtypes, ops=ops, impls=impls, passes=passes, cases=cases)
+
+
+def _written(store, paths: list[Path]) -> str:
+    return ", ".join(str(p.relative_to(store.root)) for p in paths) or "nothing"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from suite.results import environment, write_run
+    from suite.results import environment
     from suite.runner import run, summary
 
-    plan, out = _plan(args)
+    plan = _plan(args)
+    store, run_id, shard = _store_plan(args)
+    selected = len(plan.cases)
+    plan.cases = shard.take(plan.cases)
+    if not plan.cases:
+        raise UsageError(f"--shard {shard.index}/{shard.count} selects no case: the run has only {selected} "
+                         f"case(s), so use at most {selected} shards")
     jobs = args.jobs if args.jobs is not None else (os.cpu_count() or 1)
     t0 = time.perf_counter()
-    df, info = run(plan, progress=False if args.no_progress else None, jobs=jobs)
+    written: list[Path] = []
+
+    def store_backend(df) -> None:  # each backend's partitions land as soon as it is done
+        written.extend(store.write_table("accuracy", df, run_id, shard))
+
+    df, info = run(plan, progress=False if args.no_progress else None, jobs=jobs, on_backend=store_backend)
     seconds = time.perf_counter() - t0
-    env = environment(info, {"seconds": round(seconds, 2), "jobs": jobs, "rows": len(df),
+    env = environment(info, {"run_id": run_id, "table": "accuracy", "shard": f"{shard.index}/{shard.count}",
+                             "seconds": round(seconds, 2), "jobs": jobs, "rows": len(df),
                              "cases": [c.name for c in plan.cases]})
-    paths = write_run(out, {"accuracy": df}, env)
-    print(f"\n{len(df)} rows in {seconds:.1f} s -> {paths[0].parent}/accuracy.{{parquet,csv}}, env.json")
+    meta = store.write_meta(run_id, "accuracy" + shard.suffix, env)
+    print(f"\nrun {run_id}: {len(df)} rows in {seconds:.1f} s -> {store.root}/accuracy/ "
+          f"({_written(store, written)}); env: {meta}")
     print("time per backend (summed over workers): "
           + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(info.seconds.items(), key=lambda kv: -kv[1])))
     for s in info.skipped:
@@ -116,7 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from suite.bench import BENCH_DEFAULTS, BenchPlan, plot_gbps, run_bench
     from suite.dtypes import DTYPES
-    from suite.results import environment, write_run
+    from suite.results import environment
     from suite.timing import DEFAULT_SWEEP, PASSES, parse_sizes, threads_for_timing
 
     names = _backends(args)
@@ -126,21 +170,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if not args.min_time > 0:
         raise UsageError(f"--min-time must be positive, got {args.min_time}")
+    store, run_id, shard = _store_plan(args)
     plan = BenchPlan(
         backends=names, devices=choose("devices", split_list(args.devices), DEVICES, DEVICES),
         dtypes=choose("dtypes", split_list(args.dtypes), DTYPES, BENCH_DEFAULTS["dtypes"]),
         ops=choose("ops", split_list(args.ops), OPS, BENCH_DEFAULTS["ops"]),
         impls=choose("impls", split_list(args.impls), IMPLS, BENCH_DEFAULTS["impls"]),
         passes=choose("passes", split_list(args.passes), PASSES, PASSES),
-        sizes=sizes, min_time=args.min_time, threads=threads_for_timing())
-    out = Path(args.out)
+        sizes=sizes, min_time=args.min_time, threads=threads_for_timing(), shard=shard)
     t0 = time.perf_counter()
-    df, info = run_bench(plan, progress=False if args.no_progress else None)
-    env = environment(info, {"seconds": round(time.perf_counter() - t0, 2), "min_time_s": plan.min_time,
+    written: list[Path] = []
+    df, info = run_bench(plan, progress=False if args.no_progress else None,
+                         on_backend=lambda part: written.extend(store.write_table("timing", part, run_id, shard)))
+    env = environment(info, {"run_id": run_id, "table": "timing", "shard": f"{shard.index}/{shard.count}",
+                             "seconds": round(time.perf_counter() - t0, 2), "min_time_s": plan.min_time,
                              "copy_bandwidth": {d: {"gbps": g, "how": h} for d, (g, h) in plan.copy.items()}})
-    paths = write_run(out, {"timing": df}, env)
-    plot_gbps(df, out / "timing_gbps.png")
-    print(f"\n{len(df)} timings -> {paths[0].parent}/timing.{{parquet,csv}}, timing_gbps.png, env.json")
+    meta = store.write_meta(run_id, "timing" + shard.suffix, env)
+    plot = meta.with_name(f"timing_gbps{shard.suffix}.png")
+    plot_gbps(df, plot)
+    print(f"\nrun {run_id}: {len(df)} timings -> {store.root}/timing/ ({_written(store, written)}); "
+          f"env and plot: {meta.parent}")
     for d, (g, h) in plan.copy.items():
         print(f"copy bandwidth {d}: {g:.1f} GB/s ({h})")
     for s in info.skipped:
@@ -153,10 +202,43 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from suite.compare import Thresholds, compare, default_report_path, render_markdown, resolve, write_csv
+
+    th = Thresholds(ulp_factor=args.ulp_factor, min_effect=args.min_effect, alpha=args.alpha)
+    th.check()
+    store = _readable_store(args.store)
+    problems: list[str] = []
+    tables = {t: store.load(t, problems) for t in ("accuracy", "timing")}
+    for p in problems:
+        print(f"warning: skipped {p}", file=sys.stderr)
+    base, new = resolve(tables, args.base), resolve(tables, args.new)
+    result = compare(base, new, th)
+    md = render_markdown(result, args.base, args.new, th)
+    out = Path(args.out) if args.out else default_report_path(store.root, args.base, args.new)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".partial-{out.name}")
+    tmp.write_text(md)
+    os.replace(tmp, out)
+    csv = write_csv(result, out)
+    print(md)
+    print(f"-> {out}, {csv.name}")
+    return 1 if result.regressions else 0
+
+
+def _readable_store(path: str):
+    from suite.store import Store
+
+    store = Store(path)
+    if not store.root.is_dir():
+        raise UsageError(f"--store {path!r} is not a directory; a store is written by `python -m suite run` "
+                         "and `python -m suite bench` (default: results)")
+    return store
+
+
 def cmd_import_benchmark(args: argparse.Namespace) -> int:
     import json
 
-    from suite.results import write_run
     from suite.timing import from_benchmark_json
 
     try:
@@ -166,8 +248,11 @@ def cmd_import_benchmark(args: argparse.Namespace) -> int:
                          f"({type(exc).__name__}: {exc})") from None
     if df.empty:
         raise UsageError(f"{args.json!r} holds no benchmarks from suite/tests/test_benchmarks.py")
-    paths = write_run(Path(args.out), {"timing": df}, {"source": args.json, "command": sys.argv})
-    print(f"{len(df)} timings -> {paths[0].parent}/timing.{{parquet,csv}}")
+    store, run_id, shard = _store_plan(argparse.Namespace(store=args.store, run_id=args.run_id, shard=None))
+    paths = store.write_table("timing", df, run_id, shard)
+    store.write_meta(run_id, "timing", {"run_id": run_id, "table": "timing", "source": args.json,
+                                        "command": sys.argv})
+    print(f"run {run_id}: {len(df)} timings -> {_written(store, paths)}")
     return 0
 
 
@@ -192,7 +277,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        commands = {"run": cmd_run, "bench": cmd_bench, "import-benchmark": cmd_import_benchmark, "list": cmd_list}
+        commands = {"run": cmd_run, "bench": cmd_bench, "import-benchmark": cmd_import_benchmark,
+                    "compare": cmd_compare, "list": cmd_list}
         return commands[args.command](args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -251,28 +251,68 @@ def _worker(plan: Plan, dtype: str, queue) -> tuple[list[dict], RunInfo]:
 
 
 def _tasks(plan: Plan) -> list[tuple[Plan, str]]:
-    """One task per dtype: each worker computes a (case, dtype) reference once for all backends.
-    (Splitting the compile-heavy backends into tasks of their own measured slower: 143 s vs 128 s.)"""
-    return [(plan, d) for d in plan.dtypes]
+    """One task per (backend, dtype), backend-major, so each backend's partition is complete (and can
+    be stored) as early as possible; a task computes its (case, dtype) references itself (cheap)."""
+    return [(replace(plan, backends=[b]), d) for b in plan.backends for d in plan.dtypes]
 
 
-def run(plan: Plan, progress: bool | None = None, jobs: int = 1) -> tuple[pd.DataFrame, RunInfo]:
-    """The whole matrix, in this process or in `jobs` worker processes (one dtype per task)."""
+def _merge(info: RunInfo, other: RunInfo) -> None:
+    info.frameworks.update(other.frameworks)
+    info.devices.update(other.devices)
+    info.threads.update(other.threads)
+    info.skipped += [s for s in other.skipped if s not in info.skipped]
+    for k, v in other.seconds.items():
+        info.add_time(k, v)
+
+
+def _frame(rows: list[dict], plan: Plan) -> pd.DataFrame:
+    """Rows in catalog order with every column of COLUMNS."""
+    rank = {n: {v: i for i, v in enumerate(vals)} for n, vals in
+            (("backend", plan.backends), ("dtype", plan.dtypes), ("case", [c.name for c in plan.cases]))}
+    rows = sorted(rows, key=lambda r: (rank["backend"][r["backend"]], r["device"], rank["dtype"][r["dtype"]],
+                                       rank["case"][r["case"]]))
+    df = pd.DataFrame(rows)
+    for col in COLUMNS:
+        if col not in df:
+            df[col] = np.nan
+    df = df[COLUMNS]
+    df["message"] = df["message"].fillna("")
+    return df
+
+
+def run(plan: Plan, progress: bool | None = None, jobs: int = 1,
+        on_backend: Callable[[pd.DataFrame], None] | None = None) -> tuple[pd.DataFrame, RunInfo]:
+    """The whole matrix, in this process or in `jobs` worker processes (one (backend, dtype) per task).
+
+    `on_backend(df)` is called with each backend's rows as soon as all of them are done (the store
+    writes that backend's partitions then, so they survive a later interruption)."""
     from tqdm import tqdm
 
-    total = len(plan.cases) * len(plan.dtypes)
-    bar = tqdm(total=total, desc="accuracy", unit="case-dtype", dynamic_ncols=True,
+    total = len(plan.cases) * len(plan.dtypes) * len(plan.backends)
+    bar = tqdm(total=total, desc="accuracy", unit="case", dynamic_ncols=True,
                disable=(None if progress is None else not progress))
 
     def tick(name: str) -> None:
         bar.set_postfix_str(name[:28], refresh=False)
         bar.update(1)
 
-    jobs = max(1, min(jobs, len(plan.dtypes)))
+    frames: list[pd.DataFrame] = []
+    info = RunInfo()
+
+    def finished(backend: str, rows: list[dict]) -> None:
+        df = _frame(rows, replace(plan, backends=[backend]))
+        frames.append(df)
+        if on_backend is not None and len(df):
+            on_backend(df)
+
+    jobs = max(1, min(jobs, len(plan.dtypes) * len(plan.backends)))
     if jobs > 1 and plan.threads is None:  # workers share the cores: one thread each, no oversubscription
         plan = replace(plan, threads=max(1, (os.cpu_count() or 1) // jobs))
     if jobs == 1:
-        rows, info = run_slice(plan, plan.dtypes, tick)
+        for backend in plan.backends:
+            rows, part = run_slice(replace(plan, backends=[backend]), plan.dtypes, tick)
+            _merge(info, part)
+            finished(backend, rows)
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
@@ -281,15 +321,11 @@ def run(plan: Plan, progress: bool | None = None, jobs: int = 1) -> tuple[pd.Dat
         with ctx.Manager() as manager, ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
             queue = manager.Queue()
             tasks = _tasks(plan)
-            per_case = len(tasks) // len(plan.dtypes)  # a (case, dtype) is done when all its groups are
             futures = [pool.submit(_worker, p, d, queue) for p, d in tasks]
-            seen: dict[str, int] = {}
-            while not all(f.done() for f in futures):
+            pending = {b: [f for f, (p, _) in zip(futures, tasks, strict=True) if p.backends == [b]] for b in plan.backends}
+            while pending:
                 try:
-                    name = queue.get(timeout=0.5)
-                    seen[name] = seen.get(name, 0) + 1
-                    if seen[name] % per_case == 0:
-                        tick(name)
+                    tick(queue.get(timeout=0.5))
                 except queue_mod.Empty:
                     pass
                 for f in futures:  # a worker that died must stop the run, not hang it
@@ -297,27 +333,17 @@ def run(plan: Plan, progress: bool | None = None, jobs: int = 1) -> tuple[pd.Dat
                         for other in futures:
                             other.cancel()
                         raise f.exception()
-            parts = [f.result() for f in futures]
-        rows = [r for part, _ in parts for r in part]
-        info = RunInfo()
-        for _, other in parts:
-            info.frameworks.update(other.frameworks)
-            info.devices.update(other.devices)
-            info.threads.update(other.threads)
-            info.skipped += [s for s in other.skipped if s not in info.skipped]
-            for k, v in other.seconds.items():
-                info.add_time(k, v)
-        rank = {n: {v: i for i, v in enumerate(vals)} for n, vals in
-                (("backend", plan.backends), ("dtype", plan.dtypes), ("case", [c.name for c in plan.cases]))}
-        rows.sort(key=lambda r: (rank["backend"][r["backend"]], r["device"], rank["dtype"][r["dtype"]],
-                                 rank["case"][r["case"]]))
+                for backend, fs in list(pending.items()):
+                    if all(f.done() for f in fs):
+                        parts = [f.result() for f in fs]
+                        for _, part in parts:
+                            _merge(info, part)
+                        finished(backend, [r for rows, _ in parts for r in rows])
+                        del pending[backend]
+            while not queue.empty():
+                tick(queue.get())
     bar.close()
-    df = pd.DataFrame(rows)
-    for col in COLUMNS:
-        if col not in df:
-            df[col] = np.nan
-    df = df[COLUMNS]
-    df["message"] = df["message"].fillna("")
+    df = pd.concat(frames, ignore_index=True) if frames else _frame([], plan)
     return df, info
 
 
