@@ -322,7 +322,8 @@ def run(plan: Plan, progress: bool | None = None, jobs: int = 1,
             queue = manager.Queue()
             tasks = _tasks(plan)
             futures = [pool.submit(_worker, p, d, queue) for p, d in tasks]
-            pending = {b: [f for f, (p, _) in zip(futures, tasks, strict=True) if p.backends == [b]] for b in plan.backends}
+            pending = {b: [f for f, (p, _) in zip(futures, tasks, strict=True) if p.backends == [b]]
+                       for b in plan.backends}
             while pending:
                 try:
                     tick(queue.get(timeout=0.5))
