@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="smallest relative change in median time that counts (default 0.10 = 10%%)")
     cmp.add_argument("--alpha", type=float, default=0.01,
                      help="significance level of the Mann-Whitney U test on the timing samples (default 0.01)")
+    rep = sub.add_parser("report", help="tables and plots from the store: report.md, report.html, PNGs, CSVs")
+    rep.add_argument("--store", default="results", metavar="DIR", help="result store (default: results)")
+    rep.add_argument("--runs", action="append", metavar="ID,...",
+                     help="only these run ids (or prefixes; default: every run in the store)")
+    rep.add_argument("--out", default="results/report", metavar="DIR", help="output directory "
+                     "(default: results/report)")
     lst = sub.add_parser("list", help="list backends, cases and tags")
     lst.add_argument("what", nargs="?", choices=("cases", "backends", "tags"), default="cases")
     return p
@@ -226,6 +232,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if result.regressions else 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
+    from suite import report
+
+    store = _readable_store(args.store)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {args.out!r} exists and is not a directory")
+    data = report.load(store, split_list(args.runs))
+    for p in data.problems:
+        print(f"warning: skipped {p}", file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
+    try:  # everything is built first, then moved into place
+        paths = report.write(data, tmp, report.header(data, store))
+        for p in paths:
+            os.replace(p, out / p.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"report -> {out}/report.md, {out}/report.html ({len(paths) - 2} PNG/CSV files beside them)")
+    return 0
+
+
 def _readable_store(path: str):
     from suite.store import Store
 
@@ -278,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         commands = {"run": cmd_run, "bench": cmd_bench, "import-benchmark": cmd_import_benchmark,
-                    "compare": cmd_compare, "list": cmd_list}
+                    "compare": cmd_compare, "report": cmd_report, "list": cmd_list}
         return commands[args.command](args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -6,6 +6,8 @@ graded ULP error that grew by more than `ulp_factor` (errors below 1 ULP count a
 last bit is not flagged). Timings are noisy, so a speed change counts only when the recorded samples
 differ by a Mann-Whitney U test (as airspeed velocity does) *and* the median moved by more than
 `min_effect`: a significant 2% change is not a regression, nor is a 30% change within the noise.
+When a selector matches several timing runs of a configuration their samples are pooled (accuracy:
+the latest run counts).
 """
 
 from __future__ import annotations
@@ -56,13 +58,32 @@ class Side:
         both = pd.concat([self.accuracy[["backend", "backend_version", "run_id"]],
                           self.timing[["backend", "backend_version", "run_id"]]])
         vers = ", ".join(f"{b} {v}" for b, v in both.groupby(["backend", "backend_version"]).size().index)
-        return f"{vers} (runs {', '.join(sorted(both.run_id.unique()))})"
+        runs = sorted({r for ids in both.run_id.astype(str) for r in ids.split(",")})
+        return f"{vers} (runs {', '.join(runs)})"
 
 
 def _latest(df: pd.DataFrame, key: list[str]) -> pd.DataFrame:
     if df.empty:
         return df
     return df.sort_values("run_id").drop_duplicates(["backend", *key], keep="last").reset_index(drop=True)
+
+
+def pool_timings(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration with the samples of every run that timed it pooled (and the median
+    recomputed from them). Timing one version in several runs interleaved with the other (A B A B)
+    puts the machine's drift between runs into both sides' samples instead of into the difference."""
+    if df.empty:
+        return df
+    key = ["backend", *SPEED_KEY]
+    df = df.sort_values("run_id")
+    last = df.drop_duplicates(key, keep="last").set_index(key)
+    grouped = df.groupby(key, sort=False)
+    pooled = grouped.samples.agg(lambda s: [float(x) for arr in s for x in np.asarray(arr, dtype=float)])
+    last["samples"] = pooled
+    last["median_s"] = [float(np.median(s)) if len(s) else np.nan for s in last.samples]
+    last["run_id"] = grouped.run_id.agg(lambda r: ",".join(sorted(set(r))))
+    last["n_runs"] = grouped.run_id.nunique()
+    return last.reset_index()
 
 
 def resolve(tables: dict[str, pd.DataFrame], selector: str) -> Side:
@@ -83,7 +104,7 @@ def resolve(tables: dict[str, pd.DataFrame], selector: str) -> Side:
         runs = sorted({*acc.get("run_id", []), *tim.get("run_id", [])})
         raise UsageError(f"{selector!r} matches nothing in the store; valid selectors: "
                          f"{', '.join(versions) or '(store is empty)'}; or a run id: {', '.join(runs[-10:])}")
-    return Side(selector, _latest(pick["accuracy"], ACC_KEY), _latest(pick["timing"], SPEED_KEY))
+    return Side(selector, _latest(pick["accuracy"], ACC_KEY), pool_timings(pick["timing"]))
 
 
 @dataclass

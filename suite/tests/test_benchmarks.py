@@ -2,7 +2,7 @@
 
 `pytest suite/tests/test_benchmarks.py --benchmark-only --benchmark-json=out.json` times a
 representative subset (add `--bench-all` for every dtype, op, impl and the default size sweep);
-`python -m suite import-benchmark out.json --out DIR` turns the JSON into the timing table, and
+`python -m suite import-benchmark out.json --store DIR` adds the JSON to the store's timing table, and
 `pytest-benchmark compare` / `--benchmark-compare-fail=median:10%` work on it as on any project.
 Without --benchmark-only each benchmark runs once, as a smoke test of the timed callables.
 """

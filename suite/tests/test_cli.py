@@ -24,7 +24,7 @@ def suite(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 
 def run_small(out: Path, *extra: str) -> subprocess.CompletedProcess:
-    return suite("run", "--backends", "numpy", "--dtypes", "float32", "--out", str(out), "--no-progress",
+    return suite("run", "--backends", "numpy", "--dtypes", "float32", "--store", str(out), "--no-progress",
                  *extra)
 
 
@@ -36,9 +36,12 @@ def assert_usage_error(p: subprocess.CompletedProcess, *mentions: str) -> None:
 
 
 def assert_nothing_written(out: Path) -> None:
-    assert not (out / "accuracy.parquet").exists()
-    assert not (out / "accuracy.csv").exists()
-    assert not (out / "env.json").exists()
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
+
+
+def read_store(out: Path) -> pd.DataFrame:
+    """The store's accuracy table as one hive-partitioned dataset, as a user would read it."""
+    return pd.read_parquet(out / "accuracy")
 
 
 # --- unknown names -------------------------------------------------------------------------------
@@ -61,7 +64,7 @@ def test_unknown_name_is_a_usage_error(tmp_path, flag, bad, valid):
         args[i + 1] = bad
     else:
         args += [flag, bad]
-    p = suite("run", *args, "--out", str(out), "--no-progress")
+    p = suite("run", *args, "--store", str(out), "--no-progress")
     assert_usage_error(p, bad, *valid)
     assert_nothing_written(out)
 
@@ -145,14 +148,15 @@ def test_case_file_run_succeeds(user_run):
     _, out, p = user_run
     assert p.returncode == 0, p.stderr
     assert "Traceback" not in p.stderr
-    for name in ("accuracy.parquet", "accuracy.csv", "env.json"):
-        assert (out / name).is_file(), name
-    assert not [x for x in out.iterdir() if x.name.startswith(".partial")]
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert len(files) == 2, files  # one partition file and the run's env
+    assert files[0].startswith("accuracy/backend=numpy/backend_version=") and "/device=cpu/" in files[0]
+    assert files[1].startswith("runs/") and files[1].endswith("/accuracy.json")
 
 
 def test_case_file_table(user_run):
     f, out, _ = user_run
-    df = pd.read_parquet(out / "accuracy.parquet")
+    df = read_store(out)
     missing = [c for c in COLUMNS if c not in df.columns]
     assert not missing, missing
     assert set(df["case"]) == {f.stem}  # only the user's case: no catalog cases by default
@@ -165,14 +169,13 @@ def test_case_file_table(user_run):
     # stable implementations on ordinary logits grade ok
     stable = df[df["impl"].isin(["shifted", "shifted_log1p"])]
     assert (stable["verdict"] == "ok").all(), stable[["op", "impl", "pass", "verdict", "message"]]
-    csv = pd.read_csv(out / "accuracy.csv")
-    assert list(csv.columns) == list(df.columns)
-    assert len(csv) == len(df)
+    assert df["run_id"].nunique() == 1
 
 
 def test_case_file_env(user_run):
     _, out, _ = user_run
-    env = json.loads((out / "env.json").read_text())
+    (path,) = (out / "runs").glob("*/accuracy.json")
+    env = json.loads(path.read_text())
     missing = [k for k in ENV_KEYS if k not in env]
     assert not missing, missing
     assert "numpy" in env["frameworks"]
@@ -186,7 +189,7 @@ def test_case_file_plus_catalog_case(tmp_path):
     out = tmp_path / "out"
     p = run_small(out, "--case-file", str(f), "--cases", "seed004_vec", "--ops", "softmax")
     assert p.returncode == 0, p.stderr
-    df = pd.read_parquet(out / "accuracy.parquet")
+    df = read_store(out)
     assert set(df["case"]) == {"extra", "seed004_vec"}
     assert set(df["op"]) == {"softmax"}
 
@@ -204,7 +207,7 @@ def test_tag_selection_runs(tmp_path):
     out = tmp_path / "out"
     p = run_small(out, "--cases", "log1p", "--impls", "shifted_log1p", "--passes", "forward")
     assert p.returncode == 0, p.stderr
-    df = pd.read_parquet(out / "accuracy.parquet")
+    df = read_store(out)
     assert set(df["case"]) == {"log1p_tiny_rest", "log1p_dominant_rows", "ties_at_max_small"}
 
 

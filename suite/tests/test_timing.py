@@ -67,25 +67,26 @@ def test_parse_sizes():
 @pytest.mark.parametrize("args", [["--sizes", "64"], ["--sizes", "0x8"], ["--ops", "nope"], ["--min-time", "0"],
                                   ["--passes", "backward"]])
 def test_bench_cli_bad_input_exits_2(tmp_path, args):
-    r = subprocess.run([sys.executable, "-m", "suite", "bench", "--backends", "numpy", "--out", str(tmp_path / "o"),
+    r = subprocess.run([sys.executable, "-m", "suite", "bench", "--backends", "numpy", "--store", str(tmp_path / "o"),
                         *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.startswith("error:")
-    assert not (tmp_path / "o" / "timing.parquet").exists()
+    assert not (tmp_path / "o").exists()
 
 
 def test_bench_cli_writes_table_plot_and_env(tmp_path):
     out = tmp_path / "o"
     r = subprocess.run([sys.executable, "-m", "suite", "bench", "--backends", "numpy", "--dtypes", "float32",
                         "--ops", "softmax", "--impls", "fused,naive", "--sizes", "8x64", "--min-time", "0.01",
-                        "--out", str(out), "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                        "--store", str(out), "--run-id", "t1", "--no-progress"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    df = pd.read_parquet(out / "timing.parquet")
-    assert list(df.columns) == TIMING_COLUMNS and len(df) == 4  # 2 impls x 2 passes
+    df = pd.read_parquet(out / "timing")  # hive partitions: backend, backend_version, device at the end
+    assert sorted(df.columns) == sorted([*TIMING_COLUMNS, "run_id"]) and len(df) == 4  # 2 impls x 2 passes
     assert (df.median_s > 0).all() and (df.rounds >= 5).all() and (df.gbps > 0).all()
     assert (df.pct_of_copy > 0).all() and df.compile_s.isna().all()  # numpy compiles nothing
-    env = json.loads((out / "env.json").read_text())
+    env = json.loads((out / "runs" / "t1" / "timing.json").read_text())
     assert env["copy_bandwidth"]["cpu"]["gbps"] > 0
-    assert (out / "timing_gbps.png").stat().st_size > 1000
+    assert (out / "runs" / "t1" / "timing_gbps.png").stat().st_size > 1000
 
 
 def test_from_benchmark_json(tmp_path):

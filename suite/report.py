@@ -1,0 +1,428 @@
+"""`python -m suite report`: the result store as the tables and plots people paste into a README or a
+paper: a stability matrix, an accuracy table, a speed table, a version table and two plots, written
+as report.md (pandas `to_markdown`), one self-contained report.html (inline CSS, images embedded as
+data URIs: readable from disk with no server), the PNGs and every table as CSV.
+
+The main tables use the newest version of each framework per device; older versions appear in the
+version table (the same judgement as `python -m suite compare`).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from suite.compare import Side, Thresholds, compare, summary_table
+from suite.ops import IMPLS, OPS, PASSES, STABLE_IMPLS
+from suite.selection import UsageError
+from suite.store import Store
+
+DTYPE_ORDER = ("float16", "bfloat16", "float32", "float64")
+BACKEND_ORDER = ("numpy", "torch", "tensorflow", "jax")
+# (batch, vocab) shown in the speed table when the store has them: the LLM-sized rows people ask about
+CANONICAL_SHAPES = ((4096, 32768), (512, 131072), (256, 32768), (64, 131072))
+SPEED_DTYPES = ("float32", "bfloat16")
+
+
+def _version_key(v: str):
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return (0, Version(v))
+    except InvalidVersion:
+        return (1, v)
+
+
+def _ordered(values, order) -> list:
+    values = list(dict.fromkeys(values))
+    return [v for v in order if v in values] + sorted(v for v in values if v not in order)
+
+
+@dataclass
+class Data:
+    accuracy: pd.DataFrame
+    timing: pd.DataFrame
+    problems: list[str] = field(default_factory=list)
+
+    def newest(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Rows of the newest version of each backend on each device."""
+        if df.empty:
+            return df
+        keep = []
+        for (_, _), g in df.groupby(["backend", "device"], observed=True):
+            newest = max(g.backend_version.unique(), key=_version_key)
+            keep.append(g[g.backend_version == newest])
+        return pd.concat(keep, ignore_index=True)
+
+
+def load(store: Store, runs: list[str] | None) -> Data:
+    problems: list[str] = []
+    tables = {}
+    for t in ("accuracy", "timing"):
+        df = store.load(t, problems)
+        if runs:
+            df = df[df.run_id.astype(str).map(lambda r: any(r.startswith(x) for x in runs))]
+        for c in ("backend", "backend_version", "device"):
+            df[c] = df[c].astype(str)
+        key = ["backend", "backend_version", "device", "dtype", "op", "impl", "pass"]
+        key += ["case"] if t == "accuracy" else ["batch", "vocab"]
+        tables[t] = df.sort_values("run_id").drop_duplicates(key, keep="last").reset_index(drop=True) \
+            if len(df) else df
+    if tables["accuracy"].empty and tables["timing"].empty:
+        where = f"runs {', '.join(runs)}" if runs else f"store {store.root}"
+        raise UsageError(f"no results in {where}; write some with `python -m suite run` / `python -m suite bench`"
+                         " (or `nox -s numpy`)")
+    return Data(tables["accuracy"], tables["timing"], problems)
+
+
+# --- 1. stability matrix ---------------------------------------------------------------------------
+
+def verdict_cell(verdicts: pd.Series) -> str:
+    """'✔ 78/78' when every case is ok; else '✘ 61/78: 12 nonfinite, 5 inaccurate'."""
+    n = len(verdicts)
+    counts = verdicts.value_counts()
+    ok = int(counts.get("ok", 0))
+    if ok == n:
+        return f"✔ {n}/{n}"
+    if int(counts.get("unsupported", 0)) == n:
+        return "— unsupported"
+    bad = ", ".join(f"{int(counts[v])} {v}" for v in ("nonfinite", "inaccurate", "error", "unsupported")
+                    if counts.get(v, 0))
+    return f"✘ {ok}/{n}: {bad}"
+
+
+def stability(acc: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """{'cpu forward': table, ...}: rows op x impl, columns backend x dtype."""
+    out = {}
+    for device in _ordered(acc.device.unique(), ("cpu", "gpu")):
+        for pass_ in PASSES:
+            sub = acc[(acc.device == device) & (acc["pass"] == pass_)]
+            if sub.empty:
+                continue
+            cells = sub.groupby(["op", "impl", "backend", "dtype"]).verdict.agg(verdict_cell)
+            cells = cells.unstack(["backend", "dtype"])
+            cols = [(b, d) for b in _ordered(sub.backend.unique(), BACKEND_ORDER)
+                    for d in _ordered(sub.dtype.unique(), DTYPE_ORDER) if (b, d) in cells.columns]
+            rows = [(o, i) for o in OPS for i in IMPLS if (o, i) in cells.index]
+            t = cells.reindex(index=rows, columns=cols).fillna("")
+            t.columns = [f"{b} {d}" for b, d in t.columns]
+            t.index = [f"{o} · {i}" for o, i in t.index]
+            t.index.name = "op · impl"
+            out[f"{device} {pass_}"] = t
+    return out
+
+
+# --- 2. accuracy table ------------------------------------------------------------------------------
+
+def accuracy(acc: pd.DataFrame) -> pd.DataFrame:
+    """Median and worst graded ULP error of the stable implementations over the cases whose exact
+    answer is finite and that came back finite, next to the bound (4 + 2 ceil(log2 n) forward,
+    twice that backward, in ULPs of the tested dtype) and the count over it."""
+    sub = acc[acc.impl.isin(STABLE_IMPLS) & acc.exact_finite.astype(bool) & acc.ulp_err_scaled.notna()
+              & acc.verdict.isin(["ok", "inaccurate"])]
+    if sub.empty:
+        return pd.DataFrame()
+    g = sub.groupby(["device", "pass", "backend", "op", "impl", "dtype"])
+    t = pd.DataFrame({"median ULP": g.ulp_err_scaled.median(), "worst ULP": g.ulp_err_scaled.max(),
+                      "bound": g.ulp_bound.agg(lambda b: f"{b.min():g}–{b.max():g}" if b.min() != b.max()
+                                               else f"{b.min():g}"),
+                      "over bound": g.apply(lambda x: int((x.ulp_err_scaled > x.ulp_bound).sum()),
+                                            include_groups=False),
+                      "cases": g.size()}).reset_index()
+    rank = {"backend": BACKEND_ORDER, "op": OPS, "impl": IMPLS, "dtype": DTYPE_ORDER, "pass": PASSES}
+    t = t.sort_values(["device", *rank], key=lambda s: s.map({v: i for i, v in enumerate(rank[s.name])})
+                      if s.name in rank else s)
+    return t.reset_index(drop=True)
+
+
+def accuracy_wide(t: pd.DataFrame) -> pd.DataFrame:
+    """The accuracy table with one 'median / worst' column per dtype: short enough to read."""
+    if t.empty:
+        return t
+    cell = t.apply(lambda r: f"{r['median ULP']:.2g} / {r['worst ULP']:.3g}"
+                   + (f" ({r['over bound']} over)" if r["over bound"] else ""), axis=1)
+    w = t.assign(cell=cell).pivot_table(index=["device", "pass", "backend", "op", "impl"], columns="dtype",
+                                        values="cell", aggfunc="first", sort=False)
+    w = w[[d for d in DTYPE_ORDER if d in w.columns]]
+    bounds = t.groupby(["device", "pass", "backend", "op", "impl"], sort=False).bound.first()
+    w["bound (ULP)"] = bounds
+    return w.reset_index()
+
+
+# --- 3. speed table ---------------------------------------------------------------------------------
+
+def speed(tim: pd.DataFrame) -> pd.DataFrame:
+    """GB/s and % of the device's copy bandwidth for the framework's own (fused) op at the canonical
+    shapes present in the store."""
+    ok = tim[tim.gbps.notna() & (tim.impl == "fused") & tim.dtype.isin(SPEED_DTYPES)]
+    shapes = set(zip(ok.batch, ok.vocab, strict=True))
+    want = [s for s in CANONICAL_SHAPES if s in shapes]
+    ok = ok[[(b, v) in want for b, v in zip(ok.batch, ok.vocab, strict=True)]]
+    if ok.empty:
+        return pd.DataFrame()
+    ok = ok.assign(shape=[f"{b}×{v}" for b, v in zip(ok.batch, ok.vocab, strict=True)],
+                   cell=[f"{g:.1f} ({p:.0f}%)" for g, p in zip(ok.gbps, ok.pct_of_copy, strict=True)])
+    t = ok.pivot_table(index=["device", "shape", "dtype", "op", "pass"], columns="backend", values="cell",
+                       aggfunc="first")
+    t = t[_ordered(t.columns, BACKEND_ORDER)]
+    copy = ok.groupby("device").copy_gbps.median().round(1)
+    t = t.reset_index()
+    t.insert(1, "copy GB/s", t.device.map(copy))
+    order = {f"{b}×{v}": i for i, (b, v) in enumerate(CANONICAL_SHAPES)}
+    return t.sort_values(["device", "shape", "dtype", "op", "pass"],
+                         key=lambda s: s.map(order) if s.name == "shape" else s).reset_index(drop=True)
+
+
+# --- 4. version table -------------------------------------------------------------------------------
+
+DEFAULT_THRESHOLDS = Thresholds()
+
+
+def versions(data: Data, th: Thresholds = DEFAULT_THRESHOLDS) -> pd.DataFrame:
+    """Each pair of consecutive versions of a framework on a device, judged as `compare` judges."""
+    rows = []
+    both = pd.concat([data.accuracy[["backend", "device", "backend_version"]],
+                      data.timing[["backend", "device", "backend_version"]]]).drop_duplicates()
+    for (backend, device), g in both.groupby(["backend", "device"]):
+        vers = sorted(g.backend_version.unique(), key=_version_key)
+        for old, new in zip(vers, vers[1:], strict=False):
+            def side(v, backend=backend, device=device):
+                pick = {t: df[(df.backend == backend) & (df.device == device) & (df.backend_version == v)]
+                        for t, df in (("accuracy", data.accuracy), ("timing", data.timing))}
+                return Side(f"{backend}=={v}", pick["accuracy"], pick["timing"])
+            s = summary_table(compare(side(old), side(new), th)).set_index("table")
+            rows.append({"backend": backend, "device": device, "base": old, "new": new,
+                         "accuracy compared": s.loc["accuracy", "compared"],
+                         "accuracy regressions": s.loc["accuracy", "regressions"],
+                         "accuracy improvements": s.loc["accuracy", "improvements"],
+                         "speed compared": s.loc["speed", "compared"],
+                         "speed regressions": s.loc["speed", "regressions"],
+                         "speed improvements": s.loc["speed", "improvements"]})
+    return pd.DataFrame(rows)
+
+
+# --- 5. plots ---------------------------------------------------------------------------------------
+
+def logit_magnitude() -> dict[str, float]:
+    """Largest finite |z / T| of each catalog case: the x axis of the breakdown plot."""
+    from cases import CASES
+
+    out = {}
+    for c in CASES:
+        z = np.abs(c.logits / c.temperature)
+        z = z[np.isfinite(z)]
+        out[c.name] = float(z.max()) if z.size else 0.0
+    return out
+
+
+def plot_error_vs_magnitude(acc: pd.DataFrame, path: Path, op: str = "softmax") -> bool:
+    """Worst graded ULP error over backends against logit magnitude, a panel per dtype, a series per
+    implementation; non-finite results sit on the top line. Vertical lines: ln(max) of the dtype,
+    where exp overflows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from suite.dtypes import finfo
+
+    mag = logit_magnitude()
+    sub = acc[(acc.op == op) & (acc["pass"] == "forward") & acc.case.isin(list(mag)) & acc.exact_finite.astype(bool)]
+    if sub.empty:
+        return False
+    dtypes = _ordered(sub.dtype.unique(), DTYPE_ORDER)
+    fig, axes = plt.subplots(1, len(dtypes), figsize=(4.2 * len(dtypes), 3.8), squeeze=False, sharey=True)
+    top = 1e7
+    for ax, dtype in zip(axes[0], dtypes, strict=True):
+        d = sub[sub.dtype == dtype]
+        for k, impl in enumerate(_ordered(d.impl.unique(), IMPLS)):
+            if impl == "temperature":  # the same numbers as naive (README: Implementations)
+                continue
+            g = d[d.impl == impl].groupby("case")
+            worst = g.ulp_err_scaled.max().where(g.n_nonfinite.max().fillna(0) == 0, top)
+            worst = worst.fillna(top).clip(lower=1e-2, upper=top)
+            x = np.array([max(mag[c], 1e-1) for c in worst.index]) * (1 + 0.06 * k)  # small offset per impl
+            ax.scatter(x, worst.values, s=14, alpha=0.75, label=impl, marker="os^Dv"[k % 5])
+        ln_max = float(np.log(float(finfo(dtype).max)))
+        ax.axvline(ln_max, color="grey", lw=0.8, ls=":")
+        ax.annotate(f"ln max = {ln_max:.4g}", (ln_max, 2e-2), fontsize=7, color="grey", rotation=90, ha="right")
+        ax.axhline(top, color="red", lw=0.6, ls="--")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(f"{op} forward, {dtype}", fontsize=10)
+        ax.set_xlabel("largest |logit / T| in the case")
+        ax.grid(True, which="major", lw=0.3)
+    axes[0][0].set_ylabel(f"worst graded ULP error over backends\n(top line: non-finite, {top:.0e})")
+    axes[0][-1].legend(fontsize=8, loc="center right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plot_speed(tim: pd.DataFrame, path: Path) -> bool:
+    from suite.bench import plot_gbps
+
+    sub = tim[(tim.impl == "fused") & tim.gbps.notna() & tim.op.isin(["softmax", "cross_entropy"])]
+    if sub.empty:
+        return False
+    plot_gbps(sub, path)
+    return True
+
+
+# --- writing ---------------------------------------------------------------------------------------
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1500px;
+ color:#1d1d1f;padding:0 1em}
+h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}h3{margin-top:1.4em}
+table{border-collapse:collapse;font-size:12px;margin:.6em 0;display:block;overflow-x:auto}
+th,td{border:1px solid #d0d0d0;padding:3px 6px;text-align:left;white-space:nowrap}
+th{background:#f3f3f3;position:sticky;top:0}tr:nth-child(even) td{background:#fafafa}
+td.ok{background:#e6f6e6!important;color:#12621f}td.bad{background:#fde8e8!important;color:#9b1c1c}
+td.na{color:#888}img{max-width:100%;border:1px solid #eee}p.note{color:#555;max-width:70em}
+"""
+
+
+def _html_table(df: pd.DataFrame, index: bool) -> str:
+    text = (df.reset_index() if index else df).to_html(index=False, escape=True, border=0, na_rep="")
+    text = re.sub(r"<td>✔", '<td class="ok">✔', text)
+    text = re.sub(r"<td>✘", '<td class="bad">✘', text)
+    return re.sub(r"<td>—", '<td class="na">—', text)
+
+
+# Marks the page with how many images the browser decoded, so a headless-browser test can check the
+# embedded plots really render (suite/tests/test_report.py).
+DECODED = ("<script>addEventListener('load',()=>{document.documentElement.dataset.imagesDecoded="
+           "[...document.images].filter(i=>i.complete&&i.naturalWidth>0).length})</script>")
+
+
+@dataclass
+class Section:
+    title: str
+    note: str
+    tables: dict[str, tuple[pd.DataFrame, bool]]  # subtitle -> (table, show index)
+    image: str | None = None
+    csv: dict[str, pd.DataFrame] = field(default_factory=dict)  # subtitle -> the CSV, where it differs
+
+
+def build(data: Data, out: Path) -> list[Section]:
+    acc, tim = data.newest(data.accuracy), data.newest(data.timing)
+    sections = []
+    stab = stability(acc) if len(acc) else {}
+    sections.append(Section(
+        "Stability matrix",
+        "Verdict of every catalog case, per op and implementation (rows) and framework and dtype (columns), "
+        "for the newest version of each framework. ✔ n/n: every case ok; ✘ k/n: k ok and the rest as counted "
+        "(nonfinite: NaN/inf where the exact answer is finite; inaccurate: finite but past the ULP bound).",
+        {k: (v, True) for k, v in stab.items()}))
+    acc_long = accuracy(acc) if len(acc) else pd.DataFrame()
+    sections.append(Section(
+        "Accuracy of the stable implementations",
+        "Median / worst graded ULP error (in ULPs of the tested dtype) of shifted, shifted_log1p and fused, over "
+        "the cases whose exact answer is finite and that came back finite; the bound is 4 + 2⌈log2 n⌉ "
+        "forward and twice that backward (n classes), so it ranges over the catalog's widths.",
+        {"": (accuracy_wide(acc_long), False)}, csv={"": acc_long}))
+    sp = speed(tim) if len(tim) else pd.DataFrame()
+    sections.append(Section(
+        "Speed",
+        "GB/s of minimal memory traffic (reads + writes the op must do) of the framework's own op, and in "
+        "brackets the share of the same device's measured copy bandwidth, at the canonical shapes present "
+        "in the store (median of at least 5 timed rounds; CPU timings are from a 2-core VM and noisy).",
+        {"": (sp, False)}))
+    ver = versions(data)
+    sections.append(Section(
+        "Versions",
+        "Consecutive versions of a framework in the store, judged as `python -m suite compare` judges: an "
+        "accuracy regression is a worse verdict or an error grown past x2; a speed regression is a "
+        "Mann–Whitney U p < 0.01 on the timing samples with the median up by more than 10%.",
+        {"": (ver, False)}))
+    images = []
+    if plot_error_vs_magnitude(acc, out / "error_vs_magnitude.png"):
+        images.append(("Where each implementation breaks down", "error_vs_magnitude.png",
+                       "Worst graded ULP error over all frameworks for softmax forward, against the largest "
+                       "|logit / T| of each catalog case; points on the dashed top line returned NaN/inf "
+                       "where the exact answer is finite."))
+    if plot_speed(tim, out / "gbps_vs_vocab.png"):
+        images.append(("Throughput against vocabulary size", "gbps_vs_vocab.png",
+                       "GB/s of the fused softmax and cross-entropy against the number of classes (solid "
+                       "forward, dashed forward+backward), with each device's copy bandwidth dotted."))
+    for title, name, note in images:
+        sections.append(Section(title, note, {}, image=name))
+    return sections
+
+
+def _csv_name(title: str, sub: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", f"{title} {sub}".lower()).strip("_") + ".csv"
+
+
+def render_md(sections: list[Section], header: str) -> str:
+    parts = [header]
+    for s in sections:
+        parts.append(f"## {s.title}\n\n{s.note}\n")
+        for sub, (df, index) in s.tables.items():
+            if sub:
+                parts.append(f"### {sub}\n")
+            parts.append((df.to_markdown(index=index) if len(df) else "_no data in the store_") + "\n")
+        if s.image:
+            parts.append(f"![{s.title}]({s.image})\n")
+    return "\n".join(parts)
+
+
+def render_html(sections: list[Section], header: str, out: Path) -> str:
+    body = [f"<h1>softmax-suite report</h1><p class='note'>{html.escape(header.split(chr(10), 2)[-1])}</p>"]
+    for s in sections:
+        body.append(f"<h2>{html.escape(s.title)}</h2><p class='note'>{html.escape(s.note)}</p>")
+        for sub, (df, index) in s.tables.items():
+            if sub:
+                body.append(f"<h3>{html.escape(sub)}</h3>")
+            body.append(_html_table(df, index) if len(df) else "<p><em>no data in the store</em></p>")
+        if s.image:
+            data = base64.b64encode((out / s.image).read_bytes()).decode()
+            body.append(f'<img alt="{html.escape(s.title)}" src="data:image/png;base64,{data}">')
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>softmax-suite report</title>"
+            f"<style>{CSS}</style></head><body>{''.join(body)}{DECODED}</body></html>\n")
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def write(data: Data, out: Path, header: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    sections = build(data, out)
+    paths = []
+    for s in sections:
+        for sub, (df, index) in s.tables.items():
+            if len(df):
+                p = out / _csv_name(s.title, sub)
+                if sub in s.csv:
+                    df, index = s.csv[sub], False
+                df.to_csv(p, index=index)
+                paths.append(p)
+        if s.image:
+            paths.append(out / s.image)
+    _atomic_text(out / "report.md", render_md(sections, header))
+    _atomic_text(out / "report.html", render_html(sections, header, out))
+    return [out / "report.md", out / "report.html", *paths]
+
+
+def header(data: Data, store: Store) -> str:
+    acc, tim = data.newest(data.accuracy), data.newest(data.timing)
+    both = pd.concat([acc[["backend", "backend_version", "device"]], tim[["backend", "backend_version", "device"]]])
+    vers = "; ".join(f"{b} {v} ({d})" for (b, v, d), _ in both.groupby(["backend", "backend_version", "device"]))
+    runs = sorted(set(data.accuracy.get("run_id", [])) | set(data.timing.get("run_id", [])))
+    return (f"# softmax-suite report\n\nBuilt by `python -m suite report` from the store `{store.root}` "
+            f"({len(runs)} runs; {len(data.accuracy)} accuracy rows, {len(data.timing)} timings). "
+            f"Main tables: {vers}.\n")

@@ -1,0 +1,123 @@
+"""`python -m suite compare`: verdict and ULP regressions, speed judged by Mann-Whitney U plus a minimum
+effect, exit status 1 on a regression (so CI can gate on it), 2 on a bad selector."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from suite.compare import Thresholds, accuracy_change, speed_change
+from suite.store import Store
+
+ROOT = Path(__file__).resolve().parents[2]
+TH = Thresholds()
+
+
+@pytest.mark.parametrize(("vb", "vn", "eb", "en", "kind"), [
+    ("ok", "nonfinite", 0.5, np.nan, "regression"),
+    ("ok", "inaccurate", 3.0, 90.0, "regression"),
+    ("nonfinite", "ok", np.nan, 0.5, "improvement"),
+    ("error", "unsupported", np.nan, np.nan, "same"),
+    ("ok", "ok", 0.2, 0.9, "same"),  # both below 1 ULP: last-bit noise is not a regression
+    ("ok", "ok", 2.0, 4.0, "same"),  # exactly the factor: not past it
+    ("ok", "ok", 2.0, 4.5, "regression"),
+    ("inaccurate", "inaccurate", 1e3, 1e2, "improvement"),
+])
+def test_accuracy_change(vb, vn, eb, en, kind):
+    assert accuracy_change(vb, vn, eb, en, 2.0).startswith(kind)
+
+
+def _samples(median: float, spread: float, n: int = 30, seed: int = 0) -> np.ndarray:
+    return median * (1 + spread * np.random.default_rng(seed).standard_normal(n))
+
+
+def test_speed_regression_needs_significance_and_effect():
+    base = _samples(1e-3, 0.01)
+    assert speed_change(base, _samples(1.3e-3, 0.01, seed=1), TH)[0].startswith("regression")
+    assert speed_change(base, _samples(0.7e-3, 0.01, seed=1), TH)[0].startswith("improvement")
+    small = speed_change(base, _samples(1.03e-3, 0.002, seed=1), TH)  # significant, but only 3%
+    assert small[0] == "same (change below min effect)" and small[2] < TH.alpha
+    noisy = speed_change(_samples(1e-3, 0.6, n=5), _samples(1.3e-3, 0.6, n=5, seed=1), TH)  # 30% within noise
+    assert noisy[0] == "same" and noisy[2] >= TH.alpha
+    assert speed_change([1.0], [2.0], TH)[0] == "too few samples"
+
+
+def _acc(version: str, verdicts: list[str], errs: list[float]) -> pd.DataFrame:
+    n = len(verdicts)
+    return pd.DataFrame({"backend": "jax", "backend_version": version, "device": "cpu", "dtype": "float32",
+                         "op": "softmax", "impl": "naive", "pass": "forward", "case": [f"c{i}" for i in range(n)],
+                         "verdict": verdicts, "ulp_err_scaled": errs})
+
+
+def _tim(version: str, median: float, seed: int) -> pd.DataFrame:
+    s = _samples(median, 0.01, 20, seed)
+    return pd.DataFrame({"backend": "jax", "backend_version": version, "device": "cpu", "dtype": "float32",
+                         "op": "softmax", "impl": "fused", "pass": "forward", "batch": [64], "vocab": [4096],
+                         "median_s": [float(np.median(s))], "samples": [list(s)]})
+
+
+@pytest.fixture
+def store(tmp_path) -> Path:
+    st = Store(tmp_path / "store")
+    st.write_table("accuracy", _acc("0.1", ["ok", "ok", "nonfinite"], [0.5, 2.0, np.nan]), "20260101T000000Z-a")
+    st.write_table("accuracy", _acc("0.2", ["nonfinite", "ok", "ok"], [np.nan, 1.5, 0.5]), "20260102T000000Z-b")
+    st.write_table("timing", _tim("0.1", 1e-3, 0), "20260101T000000Z-a")
+    st.write_table("timing", _tim("0.2", 1.5e-3, 1), "20260102T000000Z-b")
+    return tmp_path / "store"
+
+
+def compare(store: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "suite", "compare", *args, "--store", str(store)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_regression_exits_1_and_writes_markdown_and_csv(store, tmp_path):
+    out = tmp_path / "cmp.md"
+    p = compare(store, "jax==0.1", "jax==0.2", "--out", str(out))
+    assert p.returncode == 1, p.stdout + p.stderr
+    md = out.read_text()
+    assert "REGRESSIONS FOUND" in md and "ok -> nonfinite" in md and "nonfinite -> ok" in md
+    assert "1.5" in md and "x time" in md  # the 50% slower timing
+    assert "| accuracy |          3 |             1 |              1 |      1 |" in md
+    csv = pd.read_csv(out.with_suffix(".csv"))
+    assert set(csv.table) == {"accuracy", "speed"} and len(csv) == 4
+    assert "REGRESSIONS FOUND" in p.stdout  # the terminal gets the same tables
+
+
+def test_no_regression_exits_0(store, tmp_path):
+    p = compare(store, "jax==0.2", "jax==0.2", "--out", str(tmp_path / "same.md"))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "no regression" in (tmp_path / "same.md").read_text()
+
+
+def test_run_id_prefix_selects_a_run(store, tmp_path):
+    p = compare(store, "20260101", "20260102", "--out", str(tmp_path / "r.md"))
+    assert p.returncode == 1 and "ok -> nonfinite" in p.stdout
+
+
+def test_default_output_is_in_the_store(store):
+    p = compare(store, "jax==0.1", "jax==0.2")
+    assert p.returncode == 1
+    assert (store / "comparisons" / "jax_0.1_vs_jax_0.2.md").is_file()
+
+
+@pytest.mark.parametrize(("args", "mention"), [
+    (["jax==9.9", "jax==0.2"], "jax==0.1"),  # lists the valid selectors
+    (["nosuchrun", "jax==0.2"], "matches nothing"),
+    (["2026", "jax==0.2"], "ambiguous"),
+    (["jax==0.1", "jax==0.2", "--ulp-factor", "0.5"], "--ulp-factor"),
+    (["jax==0.1", "jax==0.2", "--alpha", "2"], "--alpha"),
+])
+def test_bad_selector_exits_2(store, args, mention):
+    p = compare(store, *args)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and mention in p.stderr, p.stderr
+
+
+def test_missing_store_exits_2(tmp_path):
+    p = compare(tmp_path / "nowhere", "a", "b")
+    assert p.returncode == 2 and "not a directory" in p.stderr
