@@ -315,5 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: nothing written", file=sys.stderr)
+        print("interrupted: finished partitions are kept, nothing half-written", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `... | head`: the reader left; results were written before printing
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

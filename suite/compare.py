@@ -12,6 +12,7 @@ the latest run counts).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +63,7 @@ class Side:
         return f"{vers} (runs {', '.join(runs)})"
 
 
-def _latest(df: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+def latest(df: pd.DataFrame, key: list[str]) -> pd.DataFrame:
     if df.empty:
         return df
     return df.sort_values("run_id").drop_duplicates(["backend", *key], keep="last").reset_index(drop=True)
@@ -83,20 +84,24 @@ def pool_timings(df: pd.DataFrame) -> pd.DataFrame:
     last["median_s"] = [float(np.median(s)) if len(s) else np.nan for s in last.samples]
     last["run_id"] = grouped.run_id.agg(lambda r: ",".join(sorted(set(r))))
     last["n_runs"] = grouped.run_id.nunique()
+    last["run_medians"] = grouped.median_s.agg(list)
     return last.reset_index()
 
 
 def resolve(tables: dict[str, pd.DataFrame], selector: str) -> Side:
-    """`backend==version` or a run id (a unique prefix is enough) -> that side's rows."""
+    """`backend==version`, or run ids (unique prefixes are enough), comma-separated -> that side's rows."""
     acc, tim = tables["accuracy"], tables["timing"]
     m = re.fullmatch(r"\s*([A-Za-z0-9_]+)\s*==\s*(\S+)\s*", selector)
     if m:
         pick = {t: df[(df.backend == m[1]) & (df.backend_version.astype(str) == m[2])] for t, df in tables.items()}
-    else:
+    else:  # run ids or unique prefixes, comma-separated (several runs of one version pool their timings)
         ids = sorted({*acc.get("run_id", []), *tim.get("run_id", [])})
-        hits = [i for i in ids if i == selector] or [i for i in ids if i.startswith(selector)]
-        if len(hits) > 1:
-            raise UsageError(f"run id prefix {selector!r} is ambiguous: {', '.join(hits)}")
+        hits = []
+        for part in [p.strip() for p in selector.split(",") if p.strip()]:
+            found = [i for i in ids if i == part] or [i for i in ids if i.startswith(part)]
+            if len(found) > 1:
+                raise UsageError(f"run id prefix {part!r} is ambiguous: {', '.join(found)}")
+            hits += found
         pick = {t: df[df.run_id.isin(hits)] for t, df in tables.items()}
     if all(df.empty for df in pick.values()):
         versions = sorted({f"{b}=={v}" for df in tables.values() for b, v in
@@ -104,7 +109,7 @@ def resolve(tables: dict[str, pd.DataFrame], selector: str) -> Side:
         runs = sorted({*acc.get("run_id", []), *tim.get("run_id", [])})
         raise UsageError(f"{selector!r} matches nothing in the store; valid selectors: "
                          f"{', '.join(versions) or '(store is empty)'}; or a run id: {', '.join(runs[-10:])}")
-    return Side(selector, _latest(pick["accuracy"], ACC_KEY), pool_timings(pick["timing"]))
+    return Side(selector, latest(pick["accuracy"], ACC_KEY), pool_timings(pick["timing"]))
 
 
 @dataclass
@@ -158,8 +163,13 @@ def accuracy_change(vb: str, vn: str, eb: float, en: float, factor: float) -> st
     return "same"
 
 
-def speed_change(samples_base, samples_new, th: Thresholds) -> tuple[str, float, float]:
-    """(change, ratio of medians new/base, p-value of the two-sided Mann-Whitney U test)."""
+def speed_change(samples_base, samples_new, th: Thresholds, runs_base=(), runs_new=()) -> tuple[str, float, float]:
+    """(change, ratio of medians new/base, p-value of the two-sided Mann-Whitney U test).
+
+    Rounds within one run are not independent (a noisy machine's slow spells outlast a round), so on
+    their own they understate run-to-run drift. When both sides were timed in at least two runs
+    (`runs_*`: each run's median), a change must also hold for every pair of runs: every new run
+    slower than every base run (or faster, for an improvement)."""
     from scipy.stats import mannwhitneyu
 
     sb, sn = np.asarray(samples_base, dtype=float), np.asarray(samples_new, dtype=float)
@@ -167,9 +177,14 @@ def speed_change(samples_base, samples_new, th: Thresholds) -> tuple[str, float,
         return "too few samples", np.nan, np.nan
     ratio = float(np.median(sn) / np.median(sb))
     p = float(mannwhitneyu(sn, sb, alternative="two-sided").pvalue)
+    replicated = len(runs_base) >= 2 and len(runs_new) >= 2
     if p < th.alpha and ratio > 1 + th.min_effect:
+        if replicated and min(runs_new) <= max(runs_base):
+            return "same (runs disagree)", ratio, p
         return f"regression: {ratio:.2f}x time", ratio, p
     if p < th.alpha and ratio < 1 / (1 + th.min_effect):
+        if replicated and max(runs_new) >= min(runs_base):
+            return "same (runs disagree)", ratio, p
         return f"improvement: {1 / ratio:.2f}x faster", ratio, p
     return ("same" if p >= th.alpha else "same (change below min effect)"), ratio, p
 
@@ -186,7 +201,8 @@ def compare(base: Side, new: Side, th: Thresholds) -> Result:
     sp = _join(base.timing[base.timing.median_s.notna()], new.timing[new.timing.median_s.notna()],
                _key(base, new, SPEED_KEY), "timing", result)
     if not sp.empty:
-        judged = [speed_change(b, n, th) for b, n in zip(sp.samples_base, sp.samples_new, strict=True)]
+        judged = [speed_change(b, n, th, rb, rn) for b, n, rb, rn in
+                  zip(sp.samples_base, sp.samples_new, sp.run_medians_base, sp.run_medians_new, strict=True)]
         sp["change"] = [c for c, _, _ in judged]
         sp["time_ratio"] = [r for _, r, _ in judged]
         sp["p_value"] = [p for _, _, p in judged]
@@ -202,7 +218,8 @@ def default_report_path(root: Path, base: str, new: str) -> Path:
 
 
 def _kind(change: pd.Series) -> pd.Series:
-    return change.str.split(":").str[0].replace({"same (change below min effect)": "same"})
+    return change.str.split(":").str[0].replace({"same (change below min effect)": "same",
+                                                 "same (runs disagree)": "same"})
 
 
 def _listing(df: pd.DataFrame, cols: list[str], kind: str) -> str:
@@ -239,18 +256,36 @@ def by_group(result: Result) -> pd.DataFrame:
     return t.reset_index()
 
 
+def _replication(result: Result) -> str:
+    sp = result.speed
+    if sp.empty or "n_runs_base" not in sp:
+        return ""
+    nb, nn = int(sp.n_runs_base.min()), int(sp.n_runs_new.min())
+    line = f"- timing runs per configuration: base {nb}, new {nn}\n"
+    if min(nb, nn) >= 2:
+        chance = 1 / math.comb(nb + nn, nb)
+        line += (f"- if runs of either version were interchangeable (drift only), every new run would land above "
+                 f"every base run by chance with probability {chance:.3g} per configuration and direction; "
+                 "that, not the sample test's p, bounds the false alarms on a machine that drifts\n")
+    if min(nb, nn) < 2:
+        line += ("- **warning**: with one run per side, drift between runs is not measured; on a noisy "
+                 "machine time each version in two or more runs, interleaved (A B B A), and compare again\n")
+    return line
+
+
 def render_markdown(result: Result, base: str, new: str, th: Thresholds) -> str:
     acc_cols = [c for c in ("backend", *ACC_KEY) if c in result.accuracy.columns] + [
         "verdict_base", "verdict_new", "ulp_err_scaled_base", "ulp_err_scaled_new", "change"]
     sp_cols = [c for c in ("backend", *SPEED_KEY) if c in result.speed.columns] + [
-        "median_s_base", "median_s_new", "time_ratio", "p_value", "change"]
+        "n_runs_base", "n_runs_new", "median_s_base", "median_s_new", "time_ratio", "p_value", "change"]
     groups = by_group(result)
     parts = [
         f"# Comparison: `{base}` -> `{new}`\n",
         f"- base: {result.base}\n- new: {result.new}\n",
         f"- accuracy regression: a worse verdict, or graded ULP error grown by more than x{th.ulp_factor:g} "
         f"(errors below 1 ULP count as 1)\n- speed regression: Mann-Whitney U p < {th.alpha:g} on the timing "
-        f"samples and median time up by more than {th.min_effect:.0%}\n",
+        f"samples (pooled over runs) and median time up by more than {th.min_effect:.0%}; with two or more "
+        f"runs per side, also every new run slower than every base run\n{_replication(result)}",
         "## Summary\n", summary_table(result).to_markdown(index=False) + "\n",
         "## Accuracy changes by op, implementation, pass and dtype\n",
         (groups.to_markdown(index=False) + "\n") if len(groups) else "none\n",
@@ -265,9 +300,18 @@ def render_markdown(result: Result, base: str, new: str, th: Thresholds) -> str:
 
 
 def write_csv(result: Result, md_path: Path) -> Path:
-    """Every compared row (accuracy and speed) beside the Markdown file."""
-    acc = result.accuracy.assign(table="accuracy")
-    sp = result.speed.drop(columns=[c for c in result.speed.columns if c.startswith("samples")]).assign(table="speed")
+    """Beside the Markdown: every accuracy row that changed and every timed configuration, with the
+    columns that explain the judgement (the store has the rest)."""
+    acc = result.accuracy
+    if len(acc):
+        acc = acc[acc.change != "same"]
+    acc_cols = [c for c in ("backend", *ACC_KEY, "verdict_base", "verdict_new", "ulp_err_scaled_base",
+                            "ulp_err_scaled_new", "ulp_bound_base", "message_base", "message_new", "change")
+                if c in acc.columns]
+    sp = result.speed
+    sp_cols = [c for c in ("backend", *SPEED_KEY, "n_runs_base", "n_runs_new", "median_s_base", "median_s_new",
+                           "time_ratio", "p_value", "gbps_base", "gbps_new", "change") if c in sp.columns]
     path = md_path.with_suffix(".csv")
-    pd.concat([acc, sp], ignore_index=True).to_csv(path, index=False)
+    pd.concat([acc[acc_cols].assign(table="accuracy"), sp[sp_cols].assign(table="speed")],
+              ignore_index=True).to_csv(path, index=False)
     return path

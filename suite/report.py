@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from suite.compare import Side, Thresholds, compare, summary_table
+from suite.compare import ACC_KEY, Side, Thresholds, compare, latest, pool_timings, summary_table
 from suite.ops import IMPLS, OPS, PASSES, STABLE_IMPLS
 from suite.selection import UsageError
 from suite.store import Store
@@ -48,9 +48,10 @@ def _ordered(values, order) -> list:
 
 @dataclass
 class Data:
-    accuracy: pd.DataFrame
+    accuracy: pd.DataFrame  # the latest run's row per configuration and version
     timing: pd.DataFrame
     problems: list[str] = field(default_factory=list)
+    raw: dict[str, pd.DataFrame] = field(default_factory=dict)  # every run (the version table pools timings)
 
     def newest(self, df: pd.DataFrame) -> pd.DataFrame:
         """Rows of the newest version of each backend on each device."""
@@ -65,7 +66,7 @@ class Data:
 
 def load(store: Store, runs: list[str] | None) -> Data:
     problems: list[str] = []
-    tables = {}
+    raw, latest = {}, {}
     for t in ("accuracy", "timing"):
         df = store.load(t, problems)
         if runs:
@@ -74,13 +75,14 @@ def load(store: Store, runs: list[str] | None) -> Data:
             df[c] = df[c].astype(str)
         key = ["backend", "backend_version", "device", "dtype", "op", "impl", "pass"]
         key += ["case"] if t == "accuracy" else ["batch", "vocab"]
-        tables[t] = df.sort_values("run_id").drop_duplicates(key, keep="last").reset_index(drop=True) \
+        raw[t] = df
+        latest[t] = df.sort_values("run_id").drop_duplicates(key, keep="last").reset_index(drop=True) \
             if len(df) else df
-    if tables["accuracy"].empty and tables["timing"].empty:
+    if latest["accuracy"].empty and latest["timing"].empty:
         where = f"runs {', '.join(runs)}" if runs else f"store {store.root}"
         raise UsageError(f"no results in {where}; write some with `python -m suite run` / `python -m suite bench`"
                          " (or `nox -s numpy`)")
-    return Data(tables["accuracy"], tables["timing"], problems)
+    return Data(latest["accuracy"], latest["timing"], problems, raw)
 
 
 # --- 1. stability matrix ---------------------------------------------------------------------------
@@ -172,7 +174,7 @@ def speed(tim: pd.DataFrame) -> pd.DataFrame:
                    cell=[f"{g:.1f} ({p:.0f}%)" for g, p in zip(ok.gbps, ok.pct_of_copy, strict=True)])
     t = ok.pivot_table(index=["device", "shape", "dtype", "op", "pass"], columns="backend", values="cell",
                        aggfunc="first")
-    t = t[_ordered(t.columns, BACKEND_ORDER)]
+    t = t[_ordered(t.columns, BACKEND_ORDER)].fillna("—")
     copy = ok.groupby("device").copy_gbps.median().round(1)
     t = t.reset_index()
     t.insert(1, "copy GB/s", t.device.map(copy))
@@ -187,25 +189,31 @@ DEFAULT_THRESHOLDS = Thresholds()
 
 
 def versions(data: Data, th: Thresholds = DEFAULT_THRESHOLDS) -> pd.DataFrame:
-    """Each pair of consecutive versions of a framework on a device, judged as `compare` judges."""
+    """Each pair of consecutive versions of a framework on a device, judged as `compare` judges
+    (timing samples pooled over every run of a version)."""
+    raw = data.raw or {"accuracy": data.accuracy, "timing": data.timing}
     rows = []
-    both = pd.concat([data.accuracy[["backend", "device", "backend_version"]],
-                      data.timing[["backend", "device", "backend_version"]]]).drop_duplicates()
+    both = pd.concat([raw["accuracy"][["backend", "device", "backend_version"]],
+                      raw["timing"][["backend", "device", "backend_version"]]]).drop_duplicates()
     for (backend, device), g in both.groupby(["backend", "device"]):
         vers = sorted(g.backend_version.unique(), key=_version_key)
         for old, new in zip(vers, vers[1:], strict=False):
             def side(v, backend=backend, device=device):
                 pick = {t: df[(df.backend == backend) & (df.device == device) & (df.backend_version == v)]
-                        for t, df in (("accuracy", data.accuracy), ("timing", data.timing))}
-                return Side(f"{backend}=={v}", pick["accuracy"], pick["timing"])
-            s = summary_table(compare(side(old), side(new), th)).set_index("table")
+                        for t, df in raw.items()}
+                return Side(f"{backend}=={v}", latest(pick["accuracy"], ACC_KEY), pool_timings(pick["timing"]))
+            result = compare(side(old), side(new), th)
+            s = summary_table(result).set_index("table")
+            runs = (f"{int(result.speed.n_runs_base.min())}+{int(result.speed.n_runs_new.min())}"
+                    if "n_runs_base" in result.speed else "")
             rows.append({"backend": backend, "device": device, "base": old, "new": new,
                          "accuracy compared": s.loc["accuracy", "compared"],
                          "accuracy regressions": s.loc["accuracy", "regressions"],
                          "accuracy improvements": s.loc["accuracy", "improvements"],
-                         "speed compared": s.loc["speed", "compared"],
+                         "speed compared": s.loc["speed", "compared"], "timing runs": runs,
                          "speed regressions": s.loc["speed", "regressions"],
-                         "speed improvements": s.loc["speed", "improvements"]})
+                         "speed improvements": s.loc["speed", "improvements"],
+                         "compare": f"python -m suite compare {backend}=={old} {backend}=={new}"})
     return pd.DataFrame(rows)
 
 
@@ -343,7 +351,10 @@ def build(data: Data, out: Path) -> list[Section]:
         "Versions",
         "Consecutive versions of a framework in the store, judged as `python -m suite compare` judges: an "
         "accuracy regression is a worse verdict or an error grown past x2; a speed regression is a "
-        "Mann–Whitney U p < 0.01 on the timing samples with the median up by more than 10%.",
+        "Mann–Whitney U p < 0.01 on the timing samples with the median up by more than 10% and, with two or "
+        "more timing runs per version, every run of the new version slower than every run of the old. Speed "
+        "counts are only as good as that replication: on a machine that drifts between runs, two runs per "
+        "side still leave a 1-in-6 chance per configuration that drift alone lines them up.",
         {"": (ver, False)}))
     images = []
     if plot_error_vs_magnitude(acc, out / "error_vs_magnitude.png"):
@@ -415,6 +426,8 @@ def write(data: Data, out: Path, header: str) -> list[Path]:
             paths.append(out / s.image)
     _atomic_text(out / "report.md", render_md(sections, header))
     _atomic_text(out / "report.html", render_html(sections, header, out))
+    for name in ("report.md", "report.html"):
+        os.chmod(out / name, 0o644)
     return [out / "report.md", out / "report.html", *paths]
 
 

@@ -85,7 +85,7 @@ def test_regression_exits_1_and_writes_markdown_and_csv(store, tmp_path):
     assert "1.5" in md and "x time" in md  # the 50% slower timing
     assert "| accuracy |          3 |             1 |              1 |      1 |" in md
     csv = pd.read_csv(out.with_suffix(".csv"))
-    assert set(csv.table) == {"accuracy", "speed"} and len(csv) == 4
+    assert set(csv.table) == {"accuracy", "speed"} and len(csv) == 3  # 2 changed accuracy rows + 1 timing
     assert "REGRESSIONS FOUND" in p.stdout  # the terminal gets the same tables
 
 
@@ -121,3 +121,23 @@ def test_bad_selector_exits_2(store, args, mention):
 def test_missing_store_exits_2(tmp_path):
     p = compare(tmp_path / "nowhere", "a", "b")
     assert p.returncode == 2 and "not a directory" in p.stderr
+
+
+def test_timing_runs_of_one_selector_are_pooled():
+    from suite.compare import pool_timings
+
+    a, b = _tim("0.1", 1e-3, 0), _tim("0.1", 2e-3, 1)
+    df = pd.concat([a.assign(run_id="r1"), b.assign(run_id="r2")], ignore_index=True)
+    pooled = pool_timings(df)
+    assert len(pooled) == 1 and pooled.n_runs[0] == 2 and pooled.run_id[0] == "r1,r2"
+    assert len(pooled.samples[0]) == 40
+    assert pooled.median_s[0] == pytest.approx(np.median([*a.samples[0], *b.samples[0]]))
+
+
+def test_replicated_runs_must_agree():
+    base = _samples(1e-3, 0.01, 60)
+    new = _samples(1.3e-3, 0.01, 60, seed=1)
+    assert speed_change(base, new, TH, [1.0e-3, 1.01e-3], [1.3e-3, 1.31e-3])[0].startswith("regression")
+    # pooled samples look slower, but one new run was as fast as a base run: drift, not the version
+    assert speed_change(base, new, TH, [1.0e-3, 1.2e-3], [1.1e-3, 1.5e-3])[0] == "same (runs disagree)"
+    assert speed_change(new, base, TH, [1.3e-3, 1.31e-3], [1.0e-3, 1.01e-3])[0].startswith("improvement")
