@@ -1,19 +1,12 @@
-"""Writing a run: accuracy table (parquet + CSV) and env.json, all or nothing.
-
-Files are written into a temporary directory beside the target and moved into place only when
-every one of them is complete, so an interrupted run never leaves a half-written result.
-"""
+"""What a run records about where it ran (env.json): versions, machine, devices, threads, commit."""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -65,22 +58,3 @@ def environment(info, extra: dict | None = None) -> dict:
     if extra:
         env.update(extra)
     return env
-
-
-def write_run(out: Path, tables: dict[str, pd.DataFrame], env: dict) -> list[Path]:
-    """Write <name>.parquet and <name>.csv for every table, plus env.json, atomically."""
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
-    try:
-        names = []
-        for name, df in tables.items():
-            df.to_parquet(tmp / f"{name}.parquet", index=False)
-            df.to_csv(tmp / f"{name}.csv", index=False)
-            names += [f"{name}.parquet", f"{name}.csv"]
-        (tmp / "env.json").write_text(json.dumps(env, indent=2, default=str))
-        names.append("env.json")
-        for n in names:
-            os.replace(tmp / n, out / n)
-        return [out / n for n in names]
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
