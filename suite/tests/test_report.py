@@ -154,3 +154,26 @@ def test_empty_store_is_a_usage_error(tmp_path):
     p = suite("report", "--store", str(tmp_path / "s"), "--out", str(tmp_path / "o"))
     assert p.returncode == 2 and "no results" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_runs_option_restricts_the_report(report, tmp_path):
+    store = report.parent / "store"
+    p = suite("report", "--store", str(store), "--runs", "20260102T000000Z-new", "--out", str(tmp_path / "one"))
+    assert p.returncode == 0, p.stderr
+    md = (tmp_path / "one" / "report.md").read_text()
+    assert "(1 runs;" in md or "(1 run" in md
+    assert not (tmp_path / "one" / "versions.csv").exists()  # a single version: no version pairs
+    p = suite("report", "--store", str(store), "--runs", "nosuchrun", "--out", str(tmp_path / "none"))
+    assert p.returncode == 2 and "no results" in p.stderr
+
+
+def test_corrupt_file_is_reported_and_the_rest_is_used(report, tmp_path):
+    store = tmp_path / "store"
+    shutil.copytree(report.parent / "store", store)
+    [part] = list((store / "accuracy").glob("backend=numpy/backend_version=0.0.1/device=cpu"))
+    bad = part / "20260103T000000Z-torn.parquet"
+    bad.write_bytes(b"PAR1 torn")
+    p = suite("report", "--store", str(store), "--out", str(tmp_path / "o"))
+    assert p.returncode == 0, p.stderr
+    assert "warning: skipped" in p.stderr and str(bad) in p.stderr and "unreadable" in p.stderr
+    assert "✔" in (tmp_path / "o" / "report.md").read_text()
