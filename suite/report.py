@@ -330,7 +330,8 @@ def build(data: Data, out: Path) -> list[Section]:
         "Stability matrix",
         "Verdict of every catalog case, per op and implementation (rows) and framework and dtype (columns), "
         "for the newest version of each framework. ✔ n/n: every case ok; ✘ k/n: k ok and the rest as counted "
-        "(nonfinite: NaN/inf where the exact answer is finite; inaccurate: finite but past the ULP bound).",
+        "(nonfinite: NaN/inf where the exact answer is finite, or another special value where it is not, e.g. "
+        "NaN where the exact logsumexp is +inf; inaccurate: finite but past the ULP bound).",
         {k: (v, True) for k, v in stab.items()}))
     acc_long = accuracy(acc) if len(acc) else pd.DataFrame()
     sections.append(Section(
