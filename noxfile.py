@@ -80,15 +80,19 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
 
 
+def _suite(session: nox.Session, command: str) -> None:
+    """`python -m suite <command> <posargs>` in a venv with the suite's core only."""
+    session.install("-e", ".")
+    session.run("python", "-m", "suite", command, *session.posargs)
+
+
 @nox.session
 def compare(session: nox.Session) -> None:
     """nox -s compare -- jax==0.9.2 jax==0.10.2 (exit 1 on a regression)."""
-    session.install("-e", ".")
-    session.run("python", "-m", "suite", "compare", *session.posargs)
+    _suite(session, "compare")
 
 
 @nox.session
 def report(session: nox.Session) -> None:
     """The published tables and plots from the store: nox -s report [-- --out DIR]."""
-    session.install("-e", ".")
-    session.run("python", "-m", "suite", "report", *session.posargs)
+    _suite(session, "report")

@@ -36,12 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     _store_args(bench)
     imp = sub.add_parser("import-benchmark", help="add a pytest-benchmark JSON to the store's timing table")
     imp.add_argument("json", metavar="BENCHMARK.json")
-    imp.add_argument("--store", default="results", metavar="DIR", help="result store (default: results)")
+    _store_option(imp)
     imp.add_argument("--run-id", default=None, help="id of this run in the store (default: time + random)")
     cmp = sub.add_parser("compare", help="regressions and improvements between two runs or versions")
     cmp.add_argument("base", metavar="BASE", help="run id (or prefix), or backend==version, e.g. jax==0.9.2")
     cmp.add_argument("new", metavar="NEW", help="run id (or prefix), or backend==version, e.g. jax==0.10.2")
-    cmp.add_argument("--store", default="results", metavar="DIR", help="result store (default: results)")
+    _store_option(cmp)
     cmp.add_argument("--out", default=None, metavar="FILE.md",
                      help="Markdown report (default: <store>/comparisons/<BASE>_vs_<NEW>.md)")
     cmp.add_argument("--ulp-factor", type=float, default=2.0,
@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--alpha", type=float, default=0.01,
                      help="significance level of the Mann-Whitney U test on the timing samples (default 0.01)")
     rep = sub.add_parser("report", help="tables and plots from the store: report.md, report.html, PNGs, CSVs")
-    rep.add_argument("--store", default="results", metavar="DIR", help="result store (default: results)")
+    _store_option(rep)
     rep.add_argument("--runs", action="append", metavar="ID,...",
                      help="only these run ids (or prefixes; default: every run in the store)")
     rep.add_argument("--out", default="results/report", metavar="DIR", help="output directory "
@@ -61,9 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _store_args(p: argparse.ArgumentParser) -> None:
+def _store_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default="results", metavar="DIR",
                    help="result store: hive-partitioned parquet by backend/version/device (default: results)")
+
+
+def _store_args(p: argparse.ArgumentParser) -> None:
+    """What a command that writes runs into the store takes."""
+    _store_option(p)
     p.add_argument("--run-id", default=None,
                    help="id of this run in the store (default: UTC time + random suffix); give every shard "
                         "of one run the same id")
@@ -72,13 +77,13 @@ def _store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _store_plan(args: argparse.Namespace):
+def _store_plan(store: str, run_id: str | None, shard: str | None = None):
     """The store, run id and shard named on the command line, checked before anything runs."""
     from suite.store import Shard, Store, check_run_id, new_run_id
 
-    store = Store(args.store)
-    store.check_writable()
-    return store, check_run_id(args.run_id) if args.run_id else new_run_id(), Shard.parse(args.shard)
+    st = Store(store)
+    st.check_writable()
+    return st, check_run_id(run_id) if run_id else new_run_id(), Shard.parse(shard)
 
 
 def _backends(args: argparse.Namespace) -> list[str]:
@@ -129,7 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from suite.runner import run, summary
 
     plan = _plan(args)
-    store, run_id, shard = _store_plan(args)
+    store, run_id, shard = _store_plan(args.store, args.run_id, args.shard)
     selected = len(plan.cases)
     plan.cases = shard.take(plan.cases)
     if not plan.cases:
@@ -176,7 +181,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if not args.min_time > 0:
         raise UsageError(f"--min-time must be positive, got {args.min_time}")
-    store, run_id, shard = _store_plan(args)
+    store, run_id, shard = _store_plan(args.store, args.run_id, args.shard)
     plan = BenchPlan(
         backends=names, devices=choose("devices", split_list(args.devices), DEVICES, DEVICES),
         dtypes=choose("dtypes", split_list(args.dtypes), DTYPES, BENCH_DEFAULTS["dtypes"]),
@@ -210,6 +215,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from suite.compare import Thresholds, compare, default_report_path, render_markdown, resolve, write_csv
+    from suite.store import atomic_write
 
     th = Thresholds(ulp_factor=args.ulp_factor, min_effect=args.min_effect, alpha=args.alpha)
     th.check()
@@ -222,10 +228,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     result = compare(base, new, th)
     md = render_markdown(result, args.base, args.new, th)
     out = Path(args.out) if args.out else default_report_path(store.root, args.base, args.new)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".partial-{out.name}")
-    tmp.write_text(md)
-    os.replace(tmp, out)
+    atomic_write(out, lambda tmp: tmp.write_text(md, encoding="utf-8"))
     csv = write_csv(result, out)
     print(md)
     print(f"-> {out}, {csv.name}")
@@ -279,7 +282,7 @@ def cmd_import_benchmark(args: argparse.Namespace) -> int:
                          f"({type(exc).__name__}: {exc})") from None
     if df.empty:
         raise UsageError(f"{args.json!r} holds no benchmarks from suite/tests/test_benchmarks.py")
-    store, run_id, shard = _store_plan(argparse.Namespace(store=args.store, run_id=args.run_id, shard=None))
+    store, run_id, shard = _store_plan(args.store, args.run_id)
     paths = store.write_table("timing", df, run_id, shard)
     store.write_meta(run_id, "timing", {"run_id": run_id, "table": "timing", "source": args.json,
                                         "command": sys.argv})

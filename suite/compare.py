@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from suite.selection import UsageError
+from suite.store import atomic_write
 
 VERDICT_RANK = {"ok": 0, "inaccurate": 1, "nonfinite": 2, "error": 3, "unsupported": 3}
 ACC_KEY = ["device", "dtype", "op", "impl", "case", "pass"]
@@ -64,6 +65,7 @@ class Side:
 
 
 def latest(df: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    """The latest run's row for every (backend, *key)."""
     if df.empty:
         return df
     return df.sort_values("run_id").drop_duplicates(["backend", *key], keep="last").reset_index(drop=True)
@@ -91,11 +93,11 @@ def pool_timings(df: pd.DataFrame) -> pd.DataFrame:
 def resolve(tables: dict[str, pd.DataFrame], selector: str) -> Side:
     """`backend==version`, or run ids (unique prefixes are enough), comma-separated -> that side's rows."""
     acc, tim = tables["accuracy"], tables["timing"]
+    ids = sorted({*acc.get("run_id", []), *tim.get("run_id", [])})
     m = re.fullmatch(r"\s*([A-Za-z0-9_]+)\s*==\s*(\S+)\s*", selector)
     if m:
         pick = {t: df[(df.backend == m[1]) & (df.backend_version.astype(str) == m[2])] for t, df in tables.items()}
     else:  # run ids or unique prefixes, comma-separated (several runs of one version pool their timings)
-        ids = sorted({*acc.get("run_id", []), *tim.get("run_id", [])})
         hits = []
         for part in [p.strip() for p in selector.split(",") if p.strip()]:
             found = [i for i in ids if i == part] or [i for i in ids if i.startswith(part)]
@@ -106,9 +108,8 @@ def resolve(tables: dict[str, pd.DataFrame], selector: str) -> Side:
     if all(df.empty for df in pick.values()):
         versions = sorted({f"{b}=={v}" for df in tables.values() for b, v in
                            zip(df.get("backend", []), df.get("backend_version", []), strict=True)})
-        runs = sorted({*acc.get("run_id", []), *tim.get("run_id", [])})
         raise UsageError(f"{selector!r} matches nothing in the store; valid selectors: "
-                         f"{', '.join(versions) or '(store is empty)'}; or a run id: {', '.join(runs[-10:])}")
+                         f"{', '.join(versions) or '(store is empty)'}; or a run id: {', '.join(ids[-10:])}")
     return Side(selector, latest(pick["accuracy"], ACC_KEY), pool_timings(pick["timing"]))
 
 
@@ -199,7 +200,7 @@ def compare(base: Side, new: Side, th: Thresholds) -> Result:
     else:
         acc = pd.DataFrame(columns=["change"])
     sp = _join(base.timing[base.timing.median_s.notna()], new.timing[new.timing.median_s.notna()],
-               _key(base, new, SPEED_KEY), "timing", result)
+               _key(base, new, SPEED_KEY), "speed", result)
     if not sp.empty:
         judged = [speed_change(b, n, th, rb, rn) for b, n, rb, rn in
                   zip(sp.samples_base, sp.samples_new, sp.run_medians_base, sp.run_medians_new, strict=True)]
@@ -239,8 +240,7 @@ def summary_table(result: Result) -> pd.DataFrame:
         counts = _kind(df.change).value_counts() if len(df) else pd.Series(dtype=int)
         rows.append({"table": name, "compared": len(df), "regressions": int(counts.get("regression", 0)),
                      "improvements": int(counts.get("improvement", 0)), "same": int(counts.get("same", 0)),
-                     "only in base": result.only_base.get("accuracy" if name == "accuracy" else "timing", 0),
-                     "only in new": result.only_new.get("accuracy" if name == "accuracy" else "timing", 0)})
+                     "only in base": result.only_base.get(name, 0), "only in new": result.only_new.get(name, 0)})
     return pd.DataFrame(rows)
 
 
@@ -267,7 +267,7 @@ def _replication(result: Result) -> str:
         line += (f"- if runs of either version were interchangeable (drift only), every new run would land above "
                  f"every base run by chance with probability {chance:.3g} per configuration and direction; "
                  "that, not the sample test's p, bounds the false alarms on a machine that drifts\n")
-    if min(nb, nn) < 2:
+    else:
         line += ("- **warning**: with one run per side, drift between runs is not measured; on a noisy "
                  "machine time each version in two or more runs, interleaved (A B B A), and compare again\n")
     return line
@@ -312,6 +312,7 @@ def write_csv(result: Result, md_path: Path) -> Path:
     sp_cols = [c for c in ("backend", *SPEED_KEY, "n_runs_base", "n_runs_new", "median_s_base", "median_s_new",
                            "time_ratio", "p_value", "gbps_base", "gbps_new", "change") if c in sp.columns]
     path = md_path.with_suffix(".csv")
-    pd.concat([acc[acc_cols].assign(table="accuracy"), sp[sp_cols].assign(table="speed")],
-              ignore_index=True).to_csv(path, index=False)
+    table = pd.concat([acc[acc_cols].assign(table="accuracy"), sp[sp_cols].assign(table="speed")],
+                      ignore_index=True)
+    atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
     return path

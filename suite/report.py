@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from suite.compare import ACC_KEY, Side, Thresholds, compare, latest, pool_timings, summary_table
+from suite.compare import ACC_KEY, SPEED_KEY, Side, Thresholds, compare, latest, pool_timings, summary_table
 from suite.ops import IMPLS, OPS, PASSES, STABLE_IMPLS
 from suite.selection import UsageError
 from suite.store import Store
@@ -66,23 +64,18 @@ class Data:
 
 def load(store: Store, runs: list[str] | None) -> Data:
     problems: list[str] = []
-    raw, latest = {}, {}
+    raw, newest_run = {}, {}
     for t in ("accuracy", "timing"):
         df = store.load(t, problems)
         if runs:
             df = df[df.run_id.astype(str).map(lambda r: any(r.startswith(x) for x in runs))]
-        for c in ("backend", "backend_version", "device"):
-            df[c] = df[c].astype(str)
-        key = ["backend", "backend_version", "device", "dtype", "op", "impl", "pass"]
-        key += ["case"] if t == "accuracy" else ["batch", "vocab"]
         raw[t] = df
-        latest[t] = df.sort_values("run_id").drop_duplicates(key, keep="last").reset_index(drop=True) \
-            if len(df) else df
-    if latest["accuracy"].empty and latest["timing"].empty:
+        newest_run[t] = latest(df, ["backend_version", *(ACC_KEY if t == "accuracy" else SPEED_KEY)])
+    if newest_run["accuracy"].empty and newest_run["timing"].empty:
         where = f"runs {', '.join(runs)}" if runs else f"store {store.root}"
         raise UsageError(f"no results in {where}; write some with `python -m suite run` / `python -m suite bench`"
                          " (or `nox -s numpy`)")
-    return Data(latest["accuracy"], latest["timing"], problems, raw)
+    return Data(newest_run["accuracy"], newest_run["timing"], problems, raw)
 
 
 # --- 1. stability matrix ---------------------------------------------------------------------------
@@ -404,14 +397,8 @@ def render_html(sections: list[Section], header: str, out: Path) -> str:
             f"<style>{CSS}</style></head><body>{''.join(body)}{DECODED}</body></html>\n")
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def write(data: Data, out: Path, header: str) -> list[Path]:
+    """Every output into `out` (the CLI passes a temporary folder and moves the files into place)."""
     out.mkdir(parents=True, exist_ok=True)
     sections = build(data, out)
     paths = []
@@ -425,10 +412,8 @@ def write(data: Data, out: Path, header: str) -> list[Path]:
                 paths.append(p)
         if s.image:
             paths.append(out / s.image)
-    _atomic_text(out / "report.md", render_md(sections, header))
-    _atomic_text(out / "report.html", render_html(sections, header, out))
-    for name in ("report.md", "report.html"):
-        os.chmod(out / name, 0o644)
+    (out / "report.md").write_text(render_md(sections, header), encoding="utf-8")
+    (out / "report.html").write_text(render_html(sections, header, out), encoding="utf-8")
     return [out / "report.md", out / "report.html", *paths]
 
 

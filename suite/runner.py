@@ -44,7 +44,7 @@ class Selection:
 
 @dataclass
 class Plan(Selection):
-    """What to run; picklable, so worker processes can each take a slice (one dtype)."""
+    """What to run; picklable, so worker processes can each take a slice (one backend and dtype)."""
 
     cases: list[Case]
     threads: int | None = None  # intra-op threads per framework (None: the framework's default)

@@ -75,7 +75,8 @@ class Shard:
         return "" if self.count == 1 else f".shard-{self.index}-of-{self.count}"
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """`write(tmp)` to a hidden file beside `path`, then rename it into place (no torn file, ever)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=path.suffix, dir=path.parent)
     os.close(fd)
@@ -110,13 +111,13 @@ class Store:
         for (backend, version, device), part in df.groupby(list(PARTITIONS), sort=False):
             path = self.partition_path(table, backend, version, device, run_id, shard)
             body = part.drop(columns=list(PARTITIONS)).reset_index(drop=True)
-            _atomic_write(path, lambda tmp, body=body: body.to_parquet(tmp, index=False))
+            atomic_write(path, lambda tmp, body=body: body.to_parquet(tmp, index=False))
             paths.append(path)
         return paths
 
     def write_meta(self, run_id: str, name: str, meta: dict) -> Path:
         path = self.root / "runs" / run_id / f"{name}.json"
-        _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2, default=str)))
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2, default=str)))
         return path
 
     # --- reading -------------------------------------------------------------------------------
