@@ -44,8 +44,8 @@ class BaseBackend:
     version: str = ""
     xp: Primitives
     autodiff: bool = True
-    # True: the runner hands every (impl, op, pass) of one (case, dtype) to `compile` as one
-    # function, the way the framework is used in practice (jax.jit); a failure falls back to rows.
+    # True: the runner hands every (impl, op, pass) of one (case, dtype) to `compile_group` as one
+    # program whose outputs are bit-identical to `compile` of each alone; a failure falls back to rows.
     compile_matrix: bool = False
     fused_api: dict[str, str] = {}  # op -> the framework call behind `fused`, for the docs
 
@@ -77,7 +77,12 @@ class BaseBackend:
         raise NotImplementedError
 
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """The framework's usual way to run one function (jax.jit; eager elsewhere)."""
         return fn
+
+    def compile_group(self, fns: list[Callable[..., Any]]) -> Callable[[list[tuple]], list[Any]]:
+        """Several functions as one compiled program, each output bit-identical to `compile(fn)`."""
+        raise NotImplementedError
 
     def out_dtype(self, x: Array) -> str:
         """The dtype name of a result, to catch silent up- or down-casting."""

@@ -32,10 +32,60 @@ def unit_roundoff(name: str) -> float:
     return float(finfo(name).eps) / 2
 
 
+LD = np.longdouble
+
+
 def round_to(x: np.ndarray, name: str) -> np.ndarray:
-    """Round float64 values to the named dtype and hand them back as float64 (exactly)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return np.asarray(x, dtype=np.float64).astype(_NP[name]).astype(np.float64)
+    """Values (float64 or long double) correctly rounded to the named dtype (nearest, ties to even,
+    gradual underflow, inf past the largest finite value), handed back as float64 (exactly).
+
+    One rounding, done here rather than by a cast: ml_dtypes' float64 -> bfloat16 cast goes through
+    float32, so 1 + 2^-8 + 2^-30 became 1 (two roundings) instead of 1 + 2^-7.
+    """
+    v = np.asarray(x)
+    if v.dtype != LD:
+        v = v.astype(np.float64)
+    if name == "float64" and v.dtype == np.float64:
+        return v.copy()
+    return _quantize(v.astype(LD), name)[0].astype(np.float64)
+
+
+def _quantize(v: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Round long double values to `name` with one rounding: snap to the dtype's quantum at each value
+    (2^(e - p) in its binade, the subnormal quantum below the smallest normal) with np.rint, which rounds
+    half to even; scaling by powers of two is exact in long double. Returns (rounded, quantum)."""
+    fi = finfo(name)
+    p, emin = int(fi.nmant) + 1, int(fi.minexp)  # smallest normal = 2^emin
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        finite = np.isfinite(v) & (v != 0)
+        _, e = np.frexp(np.where(finite, v, LD(1)))  # v = f 2^e with f in [0.5, 1)
+        q = np.maximum(e.astype(np.int64) - p, emin - p + 1)
+        r = np.where(finite, np.ldexp(np.rint(np.ldexp(v, -q)), q), v)
+        r = np.where(np.abs(r) > LD(float(fi.max)), np.copysign(LD(np.inf), r), r)
+    return r, np.ldexp(LD(1), q)
+
+
+def divide_rounded(z: np.ndarray, T: float, name: str) -> np.ndarray:
+    """x = z / T correctly rounded to `name` from the exact quotient (z and T exact as given).
+
+    The long double quotient rounded to the dtype can differ from the exact quotient rounded only when
+    the long double quotient sits exactly on a midpoint of the dtype's grid (rounding is monotonic and
+    midpoints are long doubles), so those rare elements are decided exactly with fractions.Fraction."""
+    from fractions import Fraction
+
+    zf = np.asarray(z, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        q = zf.astype(LD) / LD(T)
+        r, quantum = _quantize(q, name)
+        tie = np.isfinite(r) & np.isfinite(q) & (np.abs(q - r) * 2 == quantum)
+    if tie.any():
+        r = r.copy()
+        for i in zip(*np.nonzero(tie), strict=True):
+            exact = Fraction(float(zf[i])) / Fraction(T)
+            mid = Fraction(*q[i].as_integer_ratio())
+            if exact != mid:  # an exact tie keeps rint's even choice
+                r[i] = q[i] + (quantum[i] if exact > mid else -quantum[i]) / 2
+    return r.astype(np.float64)
 
 
 def spacing(x: np.ndarray, name: str) -> np.ndarray:

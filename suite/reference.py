@@ -1,5 +1,6 @@
-"""High-precision references, computed once per (case, dtype) from the logits as rounded to that
-dtype, so the reference grades the implementation and not the input rounding.
+"""High-precision references, computed once per (case, dtype) from the very bits every implementation
+receives (x = z / T correctly rounded to the dtype), so the reference grades the implementation and not
+the input rounding.
 
 Arithmetic is x86 extended precision (numpy long double, 64-bit significand: 2^11 times finer than
 float64), with the Blanchard-Higham-Higham log1p formulation so that tiny outputs (log_softmax at
@@ -18,7 +19,8 @@ from functools import cached_property
 import numpy as np
 
 from cases import Case
-from suite.dtypes import round_to, smallest_normal, spacing, unit_roundoff
+from suite.dtypes import divide_rounded, round_to, smallest_normal, spacing
+from suite.error_model import ulp_bound, units
 from suite.formulas import analytic_vjp
 from suite.ops import OPS
 
@@ -28,18 +30,21 @@ EXTENDED = np.finfo(LD).nmant >= 63  # long double wider than float64 on this pl
 
 @dataclass(frozen=True)
 class Expected:
-    """The exact answer (long double) and, per element, the scale its error is judged at.
+    """The exact answer (long double) and, per element, the unit its error is graded in.
 
-    The cached views are what scoring needs, computed once however many implementations are
-    scored against this reference: the exact value as a double-double hi + lo (so that errors of
-    float64 outputs are measured beyond float64 without long double arithmetic per row; only for
-    float64 results in the subnormal range does lo underflow, leaving +-0.5 ULP of slack), the
-    value rounded to the output dtype, and ULP sizes at the exact value and at the scale.
+    `unit` is what one graded ULP is worth at each element: the ULP of the dtype at |exact| plus the
+    share of the error model's input-driven terms (suite.reference._units, README: Grading) that one
+    of the `bound` ULPs must carry. The cached views are what scoring needs, computed once however many
+    implementations are scored against this reference: the exact value as a double-double hi + lo (so
+    that errors of float64 outputs are measured beyond float64; only for float64 results in the
+    subnormal range does lo underflow, leaving +-0.5 ULP of slack), the value rounded to the output
+    dtype, and the ULP size at the exact value.
     """
 
     value: np.ndarray
-    scale: np.ndarray
+    unit: np.ndarray
     dtype: str
+    bound: float
 
     @cached_property
     def hi(self) -> np.ndarray:
@@ -53,8 +58,8 @@ class Expected:
 
     @cached_property
     def want(self) -> np.ndarray:
-        """What the dtype can hold: the exact value rounded, inf past the dtype's range."""
-        return round_to(self.hi, self.dtype)
+        """What the dtype can hold: the exact value correctly rounded, inf past the dtype's range."""
+        return round_to(self.value, self.dtype)
 
     @cached_property
     def ulp_exact(self) -> np.ndarray:
@@ -62,11 +67,11 @@ class Expected:
         return np.nan_to_num(spacing(self.hi, self.dtype), nan=np.inf)
 
     @cached_property
-    def ulp_scale(self) -> np.ndarray:
-        """ULP of the dtype at max(|exact|, scale): the graded unit."""
+    def graded_unit(self) -> np.ndarray:
+        """The unit of `ulp_err_scaled` (inf where the exact value is not finite)."""
         with np.errstate(invalid="ignore"):
-            scale = np.fmax(np.abs(self.hi), np.broadcast_to(self.scale, self.hi.shape))
-        return np.nan_to_num(spacing(scale, self.dtype), nan=np.inf)
+            unit = np.broadcast_to(self.unit, self.hi.shape)
+        return np.where(np.isfinite(self.hi) & np.isfinite(unit), unit, np.inf)
 
     @cached_property
     def rel_denominator(self) -> np.ndarray:
@@ -86,11 +91,22 @@ class Expected:
 
 @dataclass(frozen=True)
 class Reference:
-    logits: np.ndarray  # z rounded to the dtype (float64 holding exact values)
+    """Everything one (case, dtype) is graded with. `x` is the input every implementation receives:
+    z / T correctly rounded to the dtype by the suite, once, the same bits for every framework;
+    `expected` is exact on those bits. `temperature` receives `z` and divides by T itself, so it is
+    graded against the exact z / T (`expected_temperature`; the same dict when T = 1)."""
+
+    x: np.ndarray  # z / T correctly rounded to the dtype (float64 holding exact dtype values)
+    z: np.ndarray  # the logits rounded to the dtype
+    temperature: float
     probs: np.ndarray  # probability targets rounded to the dtype
     cotangents: dict[str, np.ndarray]  # per op, rounded to the dtype; 1.0 for scalar outputs
-    expected: dict[tuple[str, str], Expected]  # (op, pass) -> Expected
+    expected: dict[tuple[str, str], Expected]  # (op, pass) -> Expected, of op(x), gradients wrt x
+    expected_temperature: dict[tuple[str, str], Expected]  # of op(z / T) exactly, gradients wrt z
     softmax_t1: np.ndarray  # softmax(z) at T = 1, for the temperature distance
+
+    def for_impl(self, impl: str) -> dict[tuple[str, str], Expected]:
+        return self.expected_temperature if impl == "temperature" else self.expected
 
 
 def cotangent(case: Case, op: str, shape: tuple[int, ...], dtype: str) -> np.ndarray:
@@ -137,51 +153,6 @@ def _exact_forward(x: np.ndarray, targets: np.ndarray, probs: np.ndarray) -> dic
             "cross_entropy_mean": np.mean(ce), "soft_cross_entropy": soft, "special": special}
 
 
-def _scales(x: np.ndarray, fwd: dict, targets: np.ndarray, probs: np.ndarray,
-            cot: dict[str, np.ndarray], T: float, dtype: str) -> dict[tuple[str, str], np.ndarray]:
-    """Error scales from conditioning: a relative change u in every input moves op_i by about
-    u * scale_i, so an error is judged in ULPs of max(|exact_i|, scale_i) (README: Grading)."""
-    s = np.asarray(fwd["softmax"], dtype=np.float64)
-    xa = np.abs(np.asarray(x, dtype=np.float64))
-    u = unit_roundoff(dtype)
-    with np.errstate(invalid="ignore", over="ignore"):
-        sx = np.where(s > 0, s * xa, 0.0)  # masked entries weigh nothing
-        A = np.sum(sx, axis=-1, keepdims=True)  # sum_j s_j |x_j|
-        # exp turns an input error of u|x| into a factor exp(u|x|): first order only while u|x| << 1
-        # (z / T = 3150 in bfloat16 is 3152), so the softmax terms use expm1(u c) / u, not c
-        growth = np.where(s > 0, np.expm1(np.minimum(u * (xa + A + 1), 700.0)) / u, 0.0)
-        x_t = np.take_along_axis(xa, targets[..., None], axis=-1)
-        psum = np.sum(probs, axis=-1, keepdims=True)
-        fw = {
-            "softmax": s * growth,
-            "log_softmax": xa + A + 1,
-            "logsumexp": (A + 1)[..., 0],
-            "cross_entropy": (x_t + A + 1)[..., 0],
-            "soft_cross_entropy": (np.sum(np.where(probs > 0, probs * xa, 0.0), axis=-1, keepdims=True)
-                                   + (A + 1) * psum)[..., 0],
-        }
-        fw["cross_entropy_mean"] = np.asarray(np.mean(fw["cross_entropy"]))
-        smax = np.max(s, axis=-1, keepdims=True)
-        pmax = np.max(probs, axis=-1, keepdims=True)
-        # largest term each VJP formula (analytic_vjp) adds or subtracts, per unit of max|g|;
-        # log_softmax's g_i - s_i sum(g) carries the error of a sum over n cotangents of both signs
-        gl = np.abs(cot["log_softmax"])
-        lsm_terms = np.maximum(1.0, smax * np.sum(gl, axis=-1, keepdims=True)
-                               / np.maximum(np.max(gl, axis=-1, keepdims=True), np.finfo(float).tiny))
-        cancel = {
-            "softmax": smax, "log_softmax": lsm_terms, "logsumexp": smax,
-            "cross_entropy": np.ones_like(smax), "cross_entropy_mean": np.ones_like(smax),
-            "soft_cross_entropy": np.maximum(smax * psum, pmax),
-        }
-        out = {(op, "forward"): fw[op] for op in OPS}
-        for op in OPS:
-            g = np.abs(cot[op])
-            gmax = np.max(g, axis=-1, keepdims=True) if op in ("softmax", "log_softmax") else (
-                g[..., None] if g.ndim else g / max(int(np.prod(s.shape[:-1])), 1))
-            out[(op, "backward")] = gmax / T * (cancel[op] * (1 + 2 * A) + s * growth)
-    return out
-
-
 def exact_vjp(op: str, s: np.ndarray, targets: np.ndarray, probs: np.ndarray, g: np.ndarray,
               temperature: float) -> np.ndarray:
     """analytic_vjp without its cancellation: where the formula subtracts nearly equal terms (at the
@@ -189,7 +160,7 @@ def exact_vjp(op: str, s: np.ndarray, targets: np.ndarray, probs: np.ndarray, g:
     which is a sum of small positive terms and keeps full relative accuracy:
     softmax: s_k * sum_{j!=k} s_j (g_k - g_j); log_softmax: rest_k * sum(g) - sum_{j!=k} g_j;
     CE: -rest_t; soft CE: sum_{j!=k} p_j - sum(p) * rest_k.
-    Chance near-equalities elsewhere (g_i ~ sum_j g_j s_j) keep long double's 2^-64 times the
+    The rewrite is used where s at that index is >= 1/2 (dominant). Chance near-equalities elsewhere (g_i ~ sum_j g_j s_j) keep long double's 2^-64 times the
     cancellation: the README states that bound for backward references."""
     out = analytic_vjp(op, s, targets, probs, g, temperature)
     if op == "logsumexp" or out.ndim == 0:
@@ -217,31 +188,47 @@ def exact_vjp(op: str, s: np.ndarray, targets: np.ndarray, probs: np.ndarray, g:
                 val = rest(s, idx) * np.sum(g, axis=-1, keepdims=True) - rest(g, idx)
             else:  # soft_cross_entropy
                 val = g[..., None] * (rest(probs, idx) - np.sum(probs, axis=-1, keepdims=True) * rest(s, idx))
-        keep = np.isfinite(at(out, idx))  # special rows keep their NaN
+        # special rows keep their NaN; where s at idx is below 1/2 the plain formula cancels at most 2x,
+        # and the rewrite (a difference of sums near 1) would cancel more
+        keep = np.isfinite(at(out, idx)) & (at(s, idx) >= 0.5)
         np.put_along_axis(out, idx[..., None], np.where(keep, val / T, at(out, idx)), axis=-1)
     return out
 
 
+def _expected(x: np.ndarray, case: Case, probs: np.ndarray, cot: dict[str, np.ndarray], dtype: str,
+              T: float, division: bool) -> tuple[dict[tuple[str, str], Expected], np.ndarray]:
+    """Exact op(x) and gradients (times 1 / T: wrt z when T != 1 is the impl's own division), graded
+    units from the error model; and the exact softmax."""
+    p_ld = probs.astype(LD)
+    fwd = _exact_forward(x, case.targets, p_ld)
+    s_grad = np.where(fwd["special"][..., None], LD(np.nan), fwd["softmax"])
+    values = {(op, "forward"): np.asarray(fwd[op]) for op in OPS}
+    for op in OPS:
+        values[(op, "backward")] = exact_vjp(op, s_grad, case.targets, p_ld, cot[op].astype(LD), T)
+    finite_x = np.where(fwd["special"][..., None], 0.0, np.asarray(x, dtype=np.float64))
+    s = np.nan_to_num(np.asarray(fwd["softmax"], dtype=np.float64))
+    hi = {k: np.asarray(v, dtype=np.float64) for k, v in values.items()}
+    unit = units(finite_x, s, case.targets, probs, cot, hi, dtype, grad_scale=1.0 / T, division=division)
+    n = case.n_classes
+    return ({k: Expected(values[k], unit[k], dtype, ulp_bound(k[0], k[1], n)) for k in values},
+            np.asarray(fwd["softmax"], dtype=np.float64))
+
+
 def compute_reference(case: Case, dtype: str) -> Reference:
     z = round_to(case.logits, dtype)
-    probs = round_to(case.probs, dtype)
     T = float(case.temperature)
-    x = z.astype(LD) / LD(T)
-    p_ld = probs.astype(LD)
+    x = divide_rounded(z, T, dtype) if T != 1.0 else z
+    probs = round_to(case.probs, dtype)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore", under="ignore"):
-        fwd = _exact_forward(x, case.targets, p_ld)
-        out_shapes = {op: np.shape(fwd[op]) for op in OPS}
-        cot = {op: cotangent(case, op, out_shapes[op], dtype) for op in OPS}
-        expected: dict[tuple[str, str], Expected] = {}
-        scales = _scales(x, fwd, case.targets, probs, cot, T, dtype)
-        s_grad = np.where(fwd["special"][..., None], LD(np.nan), fwd["softmax"])
-        for op in OPS:
-            expected[(op, "forward")] = Expected(np.asarray(fwd[op]), np.asarray(scales[(op, "forward")]), dtype)
-            grad = exact_vjp(op, s_grad, case.targets, p_ld, cot[op].astype(LD), T)
-            expected[(op, "backward")] = Expected(grad, np.broadcast_to(scales[(op, "backward")], grad.shape), dtype)
+        shapes = {op: np.shape(v) for op, v in
+                  _exact_forward(x.astype(LD), case.targets, probs.astype(LD)).items() if op in OPS}
+        cot = {op: cotangent(case, op, shapes[op], dtype) for op in OPS}
+        expected, softmax = _expected(x.astype(LD), case, probs, cot, dtype, 1.0, False)
         if T == 1.0:
-            sm1 = fwd["softmax"]
+            expected_t, sm1 = expected, softmax
         else:
-            sm1 = _exact_forward(z.astype(LD), case.targets, p_ld)["softmax"]
-    return Reference(logits=z, probs=probs, cotangents=cot, expected=expected,
-                     softmax_t1=np.asarray(sm1, dtype=np.float64))
+            expected_t, _ = _expected(z.astype(LD) / LD(T), case, probs, cot, dtype, T, True)
+            sm1 = np.asarray(_exact_forward(z.astype(LD), case.targets, probs.astype(LD))["softmax"],
+                             dtype=np.float64)
+    return Reference(x=x, z=z, temperature=T, probs=probs, cotangents=cot, expected=expected,
+                     expected_temperature=expected_t, softmax_t1=sm1)

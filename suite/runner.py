@@ -20,12 +20,13 @@ from cases import Case
 from suite.backend_api import BaseBackend
 from suite.formulas import FORMULAS, analytic_vjp, apply
 from suite.metrics import score, tv_distance
+from suite.dtypes import round_to
 from suite.reference import Reference, compute_reference
 
 COLUMNS = [
     "backend", "backend_version", "device", "dtype", "op", "impl", "case", "pass",
     "max_abs_err", "max_rel_err", "max_ulp_err", "ulp_err_scaled", "ulp_bound",
-    "n_nonfinite", "n_flushed", "row_sum_dev", "tv_to_t1",
+    "n_nonfinite", "n_wrong_special", "n_flushed", "row_sum_dev", "tv_to_t1", "out_dtype",
     "n_elements", "n_classes", "temperature", "tags", "exact_finite", "verdict", "message",
 ]
 
@@ -96,63 +97,90 @@ def targets(plan: Plan, info: RunInfo) -> list[tuple[BaseBackend, str]]:
 
 @dataclass
 class Inputs:
-    z: Any
+    """What one (case, dtype) hands to every implementation, already on the device."""
+
+    x: Any  # z / T correctly rounded to the dtype by the suite: the same bits for every framework and impl
+    z: Any  # the logits in the dtype: `temperature` divides by T itself
     targets: Any
     probs: Any
     cotangents: dict[str, Any]
-    temperature: float | None  # None: no division (timing, where z / 1 would be an extra pass)
-
-
-def _impl_fn(backend: BaseBackend, impl: str, op: str, inp: Inputs) -> Callable[[Any], Any]:
-    T, t, p = inp.temperature, inp.targets, inp.probs
-    scaled = (lambda z: z) if T is None else (lambda z: z / T)
-    if impl == "fused":
-        return lambda z: backend.fused(op, scaled(z), t, p)
-    formula = FORMULAS[impl]
-    return lambda z: apply(formula, op, backend.xp, scaled(z), t, p)
-
-
-def compute(backend: BaseBackend, impl: str, op: str, pass_: str, inp: Inputs) -> Any:
-    """One implementation of one op, forward or backward, as a framework array."""
-    fn = _impl_fn(backend, impl, op, inp)
-    if pass_ == "forward":
-        out = fn(inp.z)
-    elif backend.autodiff:
-        out = backend.vjp(fn, inp.z, inp.cotangents[op])
-    else:  # analytic gradient from the implementation's own softmax (seed 003)
-        T = 1.0 if inp.temperature is None else inp.temperature
-        x = inp.z if inp.temperature is None else inp.z / T
-        s = backend.fused("softmax", x, inp.targets, inp.probs) if impl == "fused" else \
-            FORMULAS[impl].softmax(backend.xp, x)
-        out = analytic_vjp(op, np.asarray(s), np.asarray(inp.targets), np.asarray(inp.probs),
-                           np.asarray(inp.cotangents[op]), T)
-    return out
+    temperature: float = 1.0  # a Python float, as a user passes it
 
 
 Key = tuple[str, str, str]  # (op, impl, pass)
-# impls that compute exactly what another does (same formula, suite.formulas.FORMULAS): computed
-# and scored once, reported under both names
-SAME_AS = {"temperature": "naive"}
+Step = Callable[[Any, Any, Any, Any], Any]  # (input, targets, probs, cotangent) -> output
 
 
-_COMPILED: dict[tuple[int, tuple[Key, ...]], Callable[..., Any]] = {}
+def _op_fn(backend: BaseBackend, impl: str, op: str, temperature: float, t: Any, p: Any) -> Callable[[Any], Any]:
+    """The op of one implementation as a function of its input array (x, or z for `temperature`)."""
+    if impl == "fused":
+        return lambda x: backend.fused(op, x, t, p)
+    if impl == "temperature":  # seed 002 as a user writes it: softmax(z / T), T a Python float
+        return lambda z: apply(FORMULAS["naive"], op, backend.xp, z / temperature, t, p)
+    formula = FORMULAS[impl]
+    return lambda x: apply(formula, op, backend.xp, x, t, p)
 
 
-def compute_matrix(backend: BaseBackend, keys: list[Key], inp: Inputs) -> dict[Key, Any]:
-    """Every requested (op, impl, pass) as one function of the inputs, for `backend.compile`.
+def step(backend: BaseBackend, impl: str, op: str, pass_: str, temperature: float = 1.0) -> Step:
+    """One implementation of one op, forward or backward, as the function a user would write."""
+    def forward(a, t, p, g):
+        return _op_fn(backend, impl, op, temperature, t, p)(a)
 
-    The compiled function is kept per (backend, keys), so the framework's own cache reuses it for
-    every case of the same shape and dtype (the temperature is an argument, not a constant).
-    """
-    cache_key = (id(backend), tuple(keys))
-    if cache_key not in _COMPILED:
+    def backward(a, t, p, g):
+        if backend.autodiff:
+            return backend.vjp(_op_fn(backend, impl, op, temperature, t, p), a, g)
+        # numpy: the analytic gradient from the implementation's own softmax (seed 003)
+        T = temperature if impl == "temperature" else 1.0
+        x = a / T if impl == "temperature" else a
+        s = backend.fused("softmax", x, t, p) if impl == "fused" else FORMULAS[
+            "naive" if impl == "temperature" else impl].softmax(backend.xp, x)
+        return analytic_vjp(op, np.asarray(s), np.asarray(t), np.asarray(p), np.asarray(g), T)
 
-        def matrix(z, targets, probs, cotangents, temperature):
-            local = Inputs(z, targets, probs, cotangents, temperature)
-            return {k: compute(backend, k[1], k[0], k[2], local) for k in keys}
+    return forward if pass_ == "forward" else backward
 
-        _COMPILED[cache_key] = backend.compile(matrix)
-    return _COMPILED[cache_key](inp.z, inp.targets, inp.probs, inp.cotangents, inp.temperature)
+
+def step_args(impl: str, op: str, inp: Inputs) -> tuple[Any, Any, Any, Any]:
+    return (inp.z if impl == "temperature" else inp.x), inp.targets, inp.probs, inp.cotangents[op]
+
+
+_STEPS: dict[tuple[int, Key, float], Step] = {}
+
+
+def compiled_step(backend: BaseBackend, key: Key, temperature: float) -> Step:
+    """`step` the framework's usual way: jax.jit of just that function (kept, so every case of the
+    same shape and dtype reuses it), eager elsewhere. T is a constant only where the impl uses it."""
+    op, impl, pass_ = key
+    T = temperature if impl == "temperature" else 1.0
+    k = (id(backend), key, T)
+    if k not in _STEPS:
+        _STEPS[k] = backend.compile(step(backend, impl, op, pass_, T))
+    return _STEPS[k]
+
+
+def compute(backend: BaseBackend, impl: str, op: str, pass_: str, inp: Inputs) -> Any:
+    """One implementation of one op, forward or backward, alone, as a framework array."""
+    return compiled_step(backend, (op, impl, pass_), inp.temperature)(*step_args(impl, op, inp))
+
+
+_GROUPS: dict[tuple[int, tuple[Key, ...], float], Callable[..., Any]] = {}
+
+
+def compute_group(backend: BaseBackend, keys: list[Key], inp: Inputs) -> dict[Key, Any]:
+    """Every requested (op, impl, pass) in one compiled program (backend.compile_group), each
+    function walled off from the others so that its outputs are bit-identical to running it alone
+    (tested: suite/tests/test_isolation.py). `temperature`'s steps, whose T is a compile-time
+    constant as in user code, form a program of their own per T."""
+    out: dict[Key, Any] = {}
+    for group in ([k for k in keys if k[1] != "temperature"], [k for k in keys if k[1] == "temperature"]):
+        if not group:
+            continue
+        T = inp.temperature if group[0][1] == "temperature" else 1.0
+        ck = (id(backend), tuple(group), T)
+        if ck not in _GROUPS:
+            _GROUPS[ck] = backend.compile_group([step(backend, k[1], k[0], k[2], T) for k in group])
+        results = _GROUPS[ck]([step_args(k[1], k[0], inp) for k in group])
+        out.update(zip(group, results, strict=True))
+    return out
 
 
 def fetch(backend: BaseBackend, device: str, out: Any) -> tuple[np.ndarray, str]:
@@ -161,13 +189,14 @@ def fetch(backend: BaseBackend, device: str, out: Any) -> tuple[np.ndarray, str]
     return backend.to_numpy(out), backend.out_dtype(out)
 
 
-def _put_inputs(backend: BaseBackend, device: str, dtype: str, case: Case, ref: Reference) -> Inputs:
+def _put_inputs(backend: BaseBackend, device: str, dtype: str, ref: Reference, targets: np.ndarray) -> Inputs:
     return Inputs(
-        z=backend.put(ref.logits, dtype, device),
-        targets=backend.put_targets(case.targets, device),
+        x=backend.put(ref.x, dtype, device),
+        z=backend.put(ref.z, dtype, device),
+        targets=backend.put_targets(targets, device),
         probs=backend.put(ref.probs, dtype, device),
         cotangents={op: backend.put(g, dtype, device) for op, g in ref.cotangents.items()},
-        temperature=float(case.temperature),
+        temperature=ref.temperature,
     )
 
 
@@ -176,19 +205,23 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
-def _row(backend: BaseBackend, device: str, dtype: str, case: Case, ref: Reference, inp: Inputs,
+def _row(backend: BaseBackend, device: str, dtype: str, ref: Reference, inp: Inputs,
          key: Key, precomputed: Any, base: dict) -> dict:
     op, impl, pass_ = key
-    row = {**base, "op": op, "impl": impl, "pass": pass_,
-           "exact_finite": ref.expected[(op, pass_)].all_finite}
+    expected = ref.for_impl(impl)[(op, pass_)]
+    row = {**base, "op": op, "impl": impl, "pass": pass_, "exact_finite": expected.all_finite}
     try:
         out = compute(backend, impl, op, pass_, inp) if precomputed is None else precomputed
         got, got_dtype = fetch(backend, device, out)
     except Exception as exc:  # noqa: BLE001 - any failure is a row, the run goes on
         return {**row, "verdict": backend.classify(exc), "message": _first_line(exc)}
-    row.update(score(got, ref.expected[(op, pass_)], dtype, op, pass_, case.n_classes))
+    row["out_dtype"] = got_dtype
+    if got_dtype != dtype:  # graded as the named dtype holds it: rounded once more, as a user's cast would
+        got = round_to(got, dtype)
+    row.update(score(got, expected, op, pass_))
     if got_dtype != dtype:
-        row["message"] = f"returned {got_dtype} for {dtype} input; " + row.get("message", "")
+        row["message"] = f"returned {got_dtype} for {dtype} input (graded after rounding to {dtype})" + (
+            f"; {row['message']}" if row.get("message") else "")
     if op == "softmax" and pass_ == "forward" and got.shape == ref.softmax_t1.shape:
         row["tv_to_t1"] = tv_distance(got, ref.softmax_t1)
     return row
@@ -215,35 +248,23 @@ def run_slice(plan: Plan, dtypes: list[str], tick: Callable[[str], None]) -> tup
 
 def _case_rows(plan: Plan, backend: BaseBackend, device: str, dtype: str, case: Case,
                ref: Reference) -> list[dict]:
-    rows: list[dict] = []
     base = {"backend": backend.name, "backend_version": backend.version, "device": device,
             "dtype": dtype, "case": case.name, "n_classes": case.n_classes,
             "temperature": case.temperature, "tags": ",".join(case.tags)}
     keys = [(op, impl, pass_) for op in plan.ops for impl in plan.impls for pass_ in plan.passes]
     try:
-        inp = _put_inputs(backend, device, dtype, case, ref)
+        inp = _put_inputs(backend, device, dtype, ref, case.targets)
     except Exception as exc:  # noqa: BLE001 - the framework refuses this dtype/device outright
         verdict, message = backend.classify(exc), _first_line(exc)
         return [{**base, "op": k[0], "impl": k[1], "pass": k[2], "verdict": verdict, "message": message,
-                 "exact_finite": ref.expected[(k[0], k[2])].all_finite} for k in keys]
-    same = {k: (k[0], SAME_AS.get(k[1], k[1]), k[2]) for k in keys}
-    if any(same[k] not in keys for k in keys):  # the twin was not asked for: compute it
-        same = {k: k for k in keys}
-    distinct = [k for k in keys if same[k] == k]
+                 "exact_finite": ref.for_impl(k[1])[(k[0], k[2])].all_finite} for k in keys]
     batch: dict[Key, Any] = {}
     if backend.compile_matrix:
         try:
-            batch = compute_matrix(backend, distinct, inp)
+            batch = compute_group(backend, keys, inp)
         except Exception:  # noqa: BLE001 - one bad impl: redo row by row to find it
             batch = {}
-    scored: dict[Key, dict] = {}
-    for key in keys:
-        if same[key] != key:
-            rows.append({**scored[same[key]], "impl": key[1]})
-            continue
-        scored[key] = _row(backend, device, dtype, case, ref, inp, key, batch.get(key), base)
-        rows.append(scored[key])
-    return rows
+    return [_row(backend, device, dtype, ref, inp, key, batch.get(key), base) for key in keys]
 
 
 def _worker(plan: Plan, dtype: str, queue) -> tuple[list[dict], RunInfo]:

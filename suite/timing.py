@@ -109,13 +109,11 @@ def copy_bandwidth(backend: BaseBackend, device: str, nbytes: int, min_time: flo
 def timed_callable(backend: BaseBackend, impl: str, op: str, pass_: str, inp: Inputs) -> Callable[[], Any]:
     """The thing timed, on inputs already on the device: the op, or the op and its gradient (autodiff,
     or numpy's analytic formulas), compiled first where the backend compiles (jax.jit)."""
-    from suite.runner import compute
+    from suite.runner import compiled_step, step_args
 
-    key = "forward" if pass_ == "forward" else "backward"
-    if backend.compile_matrix:
-        step = backend.compile(lambda z, t, p, g: compute(backend, impl, op, key, Inputs(z, t, p, {op: g}, None)))
-        return lambda: step(inp.z, inp.targets, inp.probs, inp.cotangents[op])
-    return lambda: compute(backend, impl, op, key, inp)
+    fn = compiled_step(backend, (op, impl, "forward" if pass_ == "forward" else "backward"), inp.temperature)
+    args = step_args(impl, op, inp)
+    return lambda: fn(*args)
 
 
 def bench_inputs(backend: BaseBackend, device: str, dtype: str, op: str, batch: int, vocab: int,
@@ -128,7 +126,7 @@ def bench_inputs(backend: BaseBackend, device: str, dtype: str, op: str, batch: 
     p = backend.put(np.full((batch, vocab), 1.0 / vocab), dtype, device)
     gshape = () if op == "cross_entropy_mean" else ((batch, vocab) if op in ("softmax", "log_softmax") else (batch,))
     g = backend.put(np.ones(gshape), dtype, device)
-    return Inputs(z, t, p, {op: g}, None)
+    return Inputs(x=z, z=z, targets=t, probs=p, cotangents={op: g})
 
 
 def bench_one(backend: BaseBackend, device: str, dtype: str, op: str, impl: str, pass_: str, batch: int,

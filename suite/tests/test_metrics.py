@@ -22,9 +22,17 @@ SMALL_DTYPES = ("float32", "float16", "bfloat16")
 
 
 def make_expected(values, dtype: str, scale=0.0) -> Expected:
+    """An Expected graded in ULPs at max(|value|, scale) (scale 0: plain ULPs at the value)."""
     value = np.asarray(values, dtype=LD)
-    return Expected(value=value, scale=np.broadcast_to(np.asarray(scale, dtype=np.float64), value.shape),
-                    dtype=dtype)
+    with np.errstate(invalid="ignore"):
+        unit = spacing(np.fmax(np.abs(value.astype(np.float64)), np.asarray(scale, dtype=np.float64)), dtype)
+    return Expected(value=value, unit=unit, dtype=dtype, bound=0.0)
+
+
+def score_(got, e: Expected, dtype: str, op: str, pass_: str, n: int) -> dict:
+    """suite.metrics.score with the bound of (op, pass, n classes)."""
+    assert e.dtype == dtype
+    return score(got, Expected(e.value, e.unit, e.dtype, ulp_bound(op, pass_, n)), op, pass_)
 
 
 def nudge(x, k: int, dtype: str) -> np.ndarray:
@@ -85,7 +93,7 @@ def test_error_at_a_scale_past_the_dtype_range_is_still_graded():
     in ULPs at the largest finite float16 (32): an output 1000 off is 31 ULPs there, > the bound."""
     e = make_expected([0.0, -60000.0], "float16", scale=[120001.0, 60001.0])
     got = np.array([-1024.0, -60000.0])
-    r = score(got, e, "float16", "log_softmax", "forward", 3)
+    r = score_(got, e, "float16", "log_softmax", "forward", 3)
     assert r["ulp_err_scaled"] == pytest.approx(1024 / 32)
     assert r["verdict"] == "inaccurate"
 
@@ -107,7 +115,7 @@ SMALL = Case("t_small", "4 ordinary logits in 2 rows", [[0.3, -1.2, 2.5, 0.7], [
 def test_exact_output_is_ok(dtype):
     ref = compute_reference(SMALL, dtype)
     for (op, pass_), e in ref.expected.items():
-        r = score(e.want, e, dtype, op, pass_, SMALL.n_classes)
+        r = score_(e.want, e, dtype, op, pass_, SMALL.n_classes)
         assert r["verdict"] == "ok", (op, pass_, r)
         assert r["max_ulp_err"] <= 0.5 + 1e-9, (op, pass_, r)
         assert r["ulp_err_scaled"] <= r["max_ulp_err"]
@@ -130,7 +138,7 @@ def test_k_ulps_off_is_reported_as_k(dtype, k):
     for i in range(len(MID_BINADE)):
         got = e.want.copy()
         got[i] = nudge(got[i], k, dtype)
-        r = score(got, e, dtype, "softmax", "forward", 4)
+        r = score_(got, e, dtype, "softmax", "forward", 4)
         assert abs(r["max_ulp_err"] - k) <= 0.5 + 1e-9, (i, r)
         assert r["ulp_err_scaled"] == pytest.approx(r["max_ulp_err"])  # scale 0: the ULP at |exact|
         assert r["verdict"] == ("ok" if k <= bound else "inaccurate")
@@ -142,12 +150,12 @@ def test_more_than_the_bound_is_inaccurate(dtype):
     e = make_expected(MID_BINADE, dtype)
     got = e.want.copy()
     got[2] = nudge(got[2], int(bound) + 2, dtype)
-    r = score(got, e, dtype, "logsumexp", "forward", 16)
+    r = score_(got, e, dtype, "logsumexp", "forward", 16)
     assert r["verdict"] == "inaccurate"
     assert bound + 1.5 <= r["max_ulp_err"] <= bound + 2.5
     assert f"bound {bound:g}" in r["message"]
     got[2] = nudge(e.want[2], int(bound) - 1, dtype)
-    assert score(got, e, dtype, "logsumexp", "forward", 16)["verdict"] == "ok"
+    assert score_(got, e, dtype, "logsumexp", "forward", 16)["verdict"] == "ok"
 
 
 def test_perturbed_reference_output_float32():
@@ -155,12 +163,12 @@ def test_perturbed_reference_output_float32():
     e = ref.expected[("softmax", "forward")]
     got = e.want.copy()
     got[0, 2] = nudge(got[0, 2], 5, "float32")
-    r = score(got, e, "float32", "softmax", "forward", 4)
+    r = score_(got, e, "float32", "softmax", "forward", 4)
     assert 4.5 <= r["max_ulp_err"] <= 5.5
     assert r["ulp_err_scaled"] <= r["max_ulp_err"]
     assert r["verdict"] == "ok"
     assert np.isfinite(r["row_sum_dev"]) and r["row_sum_dev"] < 1e-6
-    r = score(e.want * (1 + 1e-3), e, "float32", "softmax", "forward", 4)
+    r = score_(e.want * (1 + 1e-3), e, "float32", "softmax", "forward", 4)
     assert r["verdict"] == "inaccurate"
     assert r["max_rel_err"] == pytest.approx(1e-3, rel=1e-3)
 
@@ -169,7 +177,7 @@ def test_scale_softens_the_grade_but_not_max_ulp_err():
     """An error of 100 ULPs at |exact| is 100/2^10 ULPs at a scale 2^10 times larger."""
     e = make_expected([1.0 + 2**-10], "float32", scale=1024.0)
     got = nudge(e.want, 100, "float32")
-    r = score(got, e, "float32", "logsumexp", "forward", 4)
+    r = score_(got, e, "float32", "logsumexp", "forward", 4)
     assert r["max_ulp_err"] == pytest.approx(100, abs=0.5)
     assert r["ulp_err_scaled"] == pytest.approx(100 / 1024, rel=0.01)
     assert r["verdict"] == "ok"
@@ -180,9 +188,9 @@ def test_float64_error_measured_beyond_float64():
     the next double by > 0.5 ULP."""
     v = LD(1) / LD(3)
     e = make_expected([v], "float64")
-    r0 = score(e.want, e, "float64", "cross_entropy", "forward", 4)
+    r0 = score_(e.want, e, "float64", "cross_entropy", "forward", 4)
     assert 0.2 < r0["max_ulp_err"] <= 0.5
-    r1 = score(nudge(e.want, 1, "float64"), e, "float64", "cross_entropy", "forward", 4)
+    r1 = score_(nudge(e.want, 1, "float64"), e, "float64", "cross_entropy", "forward", 4)
     assert r1["max_ulp_err"] == pytest.approx(1 + r0["max_ulp_err"], abs=1e-6) or \
         r1["max_ulp_err"] == pytest.approx(1 - r0["max_ulp_err"], abs=1e-6)
 
@@ -193,7 +201,7 @@ def test_nan_where_finite_expected():
     e = make_expected(MID_BINADE, "float32")
     got = e.want.copy()
     got[[1, 4]] = np.nan
-    r = score(got, e, "float32", "softmax", "forward", 6)
+    r = score_(got, e, "float32", "softmax", "forward", 6)
     assert r["verdict"] == "nonfinite"
     assert r["n_nonfinite"] == 2
     assert "2 NaN" in r["message"]
@@ -205,7 +213,7 @@ def test_inf_where_finite_expected():
     got[0] = np.inf
     got[1] = -np.inf
     got[2] = np.nan
-    r = score(got, e, "float16", "log_softmax", "forward", 6)
+    r = score_(got, e, "float16", "log_softmax", "forward", 6)
     assert r["verdict"] == "nonfinite"
     assert r["n_nonfinite"] == 3
     assert "1 NaN" in r["message"] and "2 inf" in r["message"]
@@ -213,24 +221,28 @@ def test_inf_where_finite_expected():
 
 def test_finite_where_nan_expected():
     e = make_expected([np.nan, 0.5], "float32")
-    r = score(np.array([0.25, 0.5]), e, "float32", "log_softmax", "forward", 2)
-    assert r["verdict"] == "nonfinite"
-    assert r["n_nonfinite"] == 1
-    assert "special" in r["message"]
+    r = score_(np.array([0.25, 0.5]), e, "float32", "log_softmax", "forward", 2)
+    assert r["verdict"] == "wrong_special"  # not NaN where the answer is finite: the other way round
+    assert r["n_nonfinite"] == 0 and r["n_wrong_special"] == 1
+    assert "finite for NaN (1)" in r["message"]
 
 
 def test_posinf_where_neginf_expected():
     e = make_expected([-np.inf, 1.5], "float32")
-    r = score(np.array([np.inf, 1.5]), e, "float32", "logsumexp", "forward", 3)
-    assert r["verdict"] == "nonfinite"
-    assert r["n_nonfinite"] == 1
-    r = score(np.array([np.nan, 1.5]), e, "float32", "logsumexp", "forward", 3)
-    assert r["verdict"] == "nonfinite"
+    r = score_(np.array([np.inf, 1.5]), e, "float32", "logsumexp", "forward", 3)
+    assert r["verdict"] == "wrong_special"
+    assert r["n_wrong_special"] == 1 and r["n_nonfinite"] == 0
+    assert "+inf for -inf (1)" in r["message"]
+    r = score_(np.array([np.nan, 1.5]), e, "float32", "logsumexp", "forward", 3)
+    assert r["verdict"] == "wrong_special"
+    r = score_(np.array([np.nan, np.nan]), e, "float32", "logsumexp", "forward", 3)
+    assert r["verdict"] == "nonfinite"  # NaN where the answer is finite is the headline failure
+    assert r["n_nonfinite"] == 1 and r["n_wrong_special"] == 1
 
 
 def test_matching_specials_are_ok():
     e = make_expected([np.nan, np.inf, -np.inf, 0.5], "float32")
-    r = score(np.array([np.nan, np.inf, -np.inf, 0.5]), e, "float32", "logsumexp", "forward", 3)
+    r = score_(np.array([np.nan, np.inf, -np.inf, 0.5]), e, "float32", "logsumexp", "forward", 3)
     assert r["verdict"] == "ok"
     assert r["n_nonfinite"] == 0
     assert r["max_ulp_err"] == 0.0
@@ -243,7 +255,7 @@ def test_reference_of_special_cases_scores_ok_against_itself(catalog, name, dtyp
     case = catalog[name]
     ref = compute_reference(case, dtype)
     for (op, pass_), e in ref.expected.items():
-        r = score(e.want, e, dtype, op, pass_, case.n_classes)
+        r = score_(e.want, e, dtype, op, pass_, case.n_classes)
         assert r["verdict"] == "ok", (op, pass_, r)
         assert r["n_nonfinite"] == 0
 
@@ -252,8 +264,8 @@ def test_overflow_past_dtype_range_is_inf_in_want():
     """An exact value beyond the dtype's range is +inf once rounded: inf output is right."""
     e = make_expected([1e6], "float16")
     assert e.want[0] == np.inf
-    assert score(np.array([np.inf]), e, "float16", "logsumexp", "forward", 3)["verdict"] == "ok"
-    assert score(np.array([65504.0]), e, "float16", "logsumexp", "forward", 3)["verdict"] == "nonfinite"
+    assert score_(np.array([np.inf]), e, "float16", "logsumexp", "forward", 3)["verdict"] == "ok"
+    assert score_(np.array([65504.0]), e, "float16", "logsumexp", "forward", 3)["verdict"] == "wrong_special"
 
 
 # --- score: flush to zero ---------------------------------------------------------------------
@@ -268,14 +280,14 @@ def test_flushed_subnormals_counted_not_graded():
     assert (0 < e.want[0, 1:]).all() and (e.want[0, 1:] < smallest_normal("float32")).all()
     got = e.want.copy()
     got[0, 1:] = 0.0
-    r = score(got, e, "float32", "softmax", "forward", 3)
+    r = score_(got, e, "float32", "softmax", "forward", 3)
     assert r["verdict"] == "ok"
     assert r["n_flushed"] == 2
     assert r["max_ulp_err"] <= 0.5
     assert r["ulp_err_scaled"] <= 0.5
     assert "2 subnormal" in r["message"]
     got[0, 1] = e.want[0, 1]  # only one flushed
-    assert score(got, e, "float32", "softmax", "forward", 3)["n_flushed"] == 1
+    assert score_(got, e, "float32", "softmax", "forward", 3)["n_flushed"] == 1
 
 
 def test_wrong_subnormal_is_graded():
@@ -283,7 +295,7 @@ def test_wrong_subnormal_is_graded():
     e = ref.expected[("softmax", "forward")]
     got = e.want.copy()
     got[0, 1] *= 2
-    r = score(got, e, "float32", "softmax", "forward", 3)
+    r = score_(got, e, "float32", "softmax", "forward", 3)
     assert r["n_flushed"] == 0
     assert r["max_ulp_err"] > 1000
     assert r["verdict"] == "inaccurate"
@@ -291,7 +303,7 @@ def test_wrong_subnormal_is_graded():
 
 def test_zero_for_a_normal_value_is_not_a_flush():
     e = make_expected([1e-30, 0.5], "float32")
-    r = score(np.array([0.0, round_to(0.5, "float32")]), e, "float32", "softmax", "forward", 2)
+    r = score_(np.array([0.0, round_to(0.5, "float32")]), e, "float32", "softmax", "forward", 2)
     assert r["n_flushed"] == 0
     assert r["verdict"] == "inaccurate"
 
@@ -302,13 +314,13 @@ def test_wrong_shape_is_error():
     ref = compute_reference(SMALL, "float32")
     e = ref.expected[("softmax", "forward")]
     for bad in (e.want[0], e.want.T, e.want.reshape(-1), e.want[..., None]):
-        r = score(bad, e, "float32", "softmax", "forward", 4)
+        r = score_(bad, e, "float32", "softmax", "forward", 4)
         assert r["verdict"] == "error"
         assert "shape" in r["message"]
     scalar = ref.expected[("cross_entropy_mean", "forward")]
-    assert score(np.array([scalar.want]), scalar, "float32", "cross_entropy_mean", "forward", 4)["verdict"] \
+    assert score_(np.array([scalar.want]), scalar, "float32", "cross_entropy_mean", "forward", 4)["verdict"] \
         == "error"
-    assert score(np.asarray(scalar.want), scalar, "float32", "cross_entropy_mean", "forward", 4)["verdict"] \
+    assert score_(np.asarray(scalar.want), scalar, "float32", "cross_entropy_mean", "forward", 4)["verdict"] \
         == "ok"
 
 
@@ -327,14 +339,14 @@ def test_rounded_reference_scores_ok(logits, k):
     for op in OPS:
         for pass_ in PASSES:
             e = ref.expected[(op, pass_)]
-            r = score(e.want, e, "float32", op, pass_, case.n_classes)
+            r = score_(e.want, e, "float32", op, pass_, case.n_classes)
             assert r["verdict"] == "ok", (op, pass_, r)
             assert r["ulp_err_scaled"] <= 0.5 + 1e-9
             assert r["max_ulp_err"] <= 0.5 + 1e-9
             assert r["ulp_err_scaled"] <= r["max_ulp_err"]
             # perturbed outputs: the scaled error never exceeds the plain one (scale >= |exact|)
             got = nudge(e.want, k, "float32")
-            r = score(got, e, "float32", op, pass_, case.n_classes)
+            r = score_(got, e, "float32", op, pass_, case.n_classes)
             assert r["verdict"] in ("ok", "inaccurate")
             assert r["ulp_err_scaled"] <= r["max_ulp_err"] * (1 + 1e-12)
             assert r["max_ulp_err"] >= k / 2 - 0.5 or not np.any(e.want)

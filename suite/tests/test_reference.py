@@ -66,9 +66,10 @@ def ld_to_mpf(v) -> mpmath.mpf:
         return mpmath.ldexp(mpmath.mpf(float(hi)) + mpmath.mpf(float(lo)), int(e))
 
 
-def exact_values(case, ref) -> dict[tuple[str, str], np.ndarray]:
-    """(op, pass) -> object array of mpf, from the definitions on x = ref.logits / T."""
-    z = ref.logits
+def exact_values(case, ref, temperature: bool = False) -> dict[tuple[str, str], np.ndarray]:
+    """(op, pass) -> object array of mpf, from the definitions on the bits every impl receives,
+    x = ref.x (gradients wrt x); with `temperature`, on z / T exactly (gradients wrt z)."""
+    z = ref.z if temperature else ref.x
     shape = z.shape
     n = shape[-1]
     rows = z.reshape(-1, n)
@@ -84,7 +85,7 @@ def exact_values(case, ref) -> dict[tuple[str, str], np.ndarray]:
     g_soft = cot["soft_cross_entropy"].reshape(-1)
     out: dict[tuple[str, str], list] = {k: [] for k in ((op, p) for op in OPS for p in PASSES)}
     with mpmath.workdps(WORK_DPS):
-        T = mpmath.mpf(float(case.temperature))
+        T = mpmath.mpf(float(case.temperature) if temperature else 1)
         for r in range(n_rows):
             x = [mpmath.mpf(float(v)) / T for v in rows[r]]
             ex = [mpmath.exp(xi) for xi in x]
@@ -200,9 +201,53 @@ def test_reference_matches_mpmath_at_scale(catalog, name, dtype, op, pass_):
     assert e.dtype == dtype
     assert e.value.dtype == LD
     assert e.value.shape == exact[(op, pass_)].shape
-    assert np.all(np.isfinite(e.scale)) and np.all(np.asarray(e.scale) >= 0)
-    bad = mismatches(e.value, exact[(op, pass_)], scale=e.scale)
+    assert np.all(np.isfinite(e.unit)) and np.all(np.asarray(e.unit) > 0)
+    slack = _cancel_slack(ref, op, catalog[name].temperature) if pass_ == "backward" else None
+    bad = mismatches(e.value, exact[(op, pass_)], scale=_magnitude(e), slack=slack)
     assert not bad, f"{name} {dtype} {op} {pass_}: {len(bad)} of {e.value.size} off:\n" + "\n".join(bad[:8])
+
+
+def _cancel_slack(ref, op: str, temperature: float) -> np.ndarray | None:
+    """2^-60 of the VJP formula's terms, where chance cancellation keeps long double's error."""
+    if op not in ("softmax", "log_softmax"):
+        return None
+    sm = ref.expected[("softmax", "forward")].hi
+    g = ref.cotangents[op]
+    with np.errstate(invalid="ignore"):
+        terms = (sm * (np.abs(g) + np.sum(np.abs(g * sm), axis=-1, keepdims=True)) if op == "softmax"
+                 else np.abs(g) + sm * np.sum(np.abs(g), axis=-1, keepdims=True))
+    return CANCEL_SLACK * terms / temperature
+
+
+def _magnitude(e) -> np.ndarray:
+    """The magnitude whose ULP in the tested dtype is the graded unit (unit = M * eps)."""
+    from suite.dtypes import finfo
+
+    return np.asarray(e.unit, dtype=np.float64) / float(finfo(e.dtype).eps)
+
+
+TEMPERATURE_PARAMS = [("seed002_T10", "float32"), ("seed002_T0.01", "float64"), ("seed002_T0.1", "float16"),
+                      ("normal_scale10_T100", "float32")]
+
+
+@pytest.mark.parametrize("pass_", PASSES)
+@pytest.mark.parametrize(("name", "dtype"), TEMPERATURE_PARAMS, ids=[f"{n}-{d}" for n, d in TEMPERATURE_PARAMS])
+def test_temperature_reference_is_exact_z_over_T(catalog, name, dtype, pass_):
+    """`temperature` is graded against op(z / T) with the exact quotient (gradients wrt z), not
+    against the rounded x the other impls receive."""
+    case = catalog[name]
+    ref = compute_reference(case, dtype)
+    exact = exact_values(case, ref, temperature=True)
+    assert ref.expected_temperature is not ref.expected
+    for op in OPS:
+        # z / T in long double is one more rounding, which exp amplifies by |z / T|: 0.01 float64 ULP of
+        # the graded unit (which carries u |z / T| for the impl's own division) instead of 0.001
+        e = ref.expected_temperature[(op, pass_)]
+        # (and the long double sums over n cotangents add ceil(log2 n) roundings: 16 x the slack)
+        slack = 16 * _cancel_slack(ref, op, case.temperature) if pass_ == "backward" and op in (
+            "softmax", "log_softmax") else None
+        bad = mismatches(e.value, exact[(op, pass_)], scale=_magnitude(e), tol_ulp=TOL_ELEMENT, slack=slack)
+        assert not bad, f"{name} {dtype} {op} {pass_}: " + "\n".join(bad[:4])
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -224,14 +269,7 @@ def test_backward_reference_elementwise(catalog, name, dtype):
     report = []
     for op in OPS:
         e = ref.expected[(op, "backward")]
-        slack = None
-        if op in ("softmax", "log_softmax"):
-            sm = ref.expected[("softmax", "forward")].hi
-            g = ref.cotangents[op]
-            with np.errstate(invalid="ignore"):
-                terms = (sm * (np.abs(g) + np.sum(np.abs(g * sm), axis=-1, keepdims=True)) if op == "softmax"
-                         else np.abs(g) + sm * np.sum(np.abs(g), axis=-1, keepdims=True))
-            slack = CANCEL_SLACK * terms / catalog[name].temperature
+        slack = _cancel_slack(ref, op, 1.0)
         bad = mismatches(e.value, exact[(op, "backward")], tol_ulp=TOL_ELEMENT, slack=slack)
         if bad:
             report.append(f"{op}: {len(bad)} of {e.value.size} off, e.g. {bad[0]}")
