@@ -160,7 +160,8 @@ def exact_vjp(op: str, s: np.ndarray, targets: np.ndarray, probs: np.ndarray, g:
     which is a sum of small positive terms and keeps full relative accuracy:
     softmax: s_k * sum_{j!=k} s_j (g_k - g_j); log_softmax: rest_k * sum(g) - sum_{j!=k} g_j;
     CE: -rest_t; soft CE: sum_{j!=k} p_j - sum(p) * rest_k.
-    The rewrite is used where s at that index is >= 1/2 (dominant). Chance near-equalities elsewhere (g_i ~ sum_j g_j s_j) keep long double's 2^-64 times the
+    The rewrite is used where s at that index is >= 1/2 (dominant). Chance near-equalities elsewhere
+    (g_i ~ sum_j g_j s_j) keep long double's 2^-64 times the
     cancellation: the README states that bound for backward references."""
     out = analytic_vjp(op, s, targets, probs, g, temperature)
     if op == "logsumexp" or out.ndim == 0:

@@ -18,9 +18,9 @@ import pandas as pd
 
 from cases import Case
 from suite.backend_api import BaseBackend
+from suite.dtypes import round_to
 from suite.formulas import FORMULAS, analytic_vjp, apply
 from suite.metrics import score, tv_distance
-from suite.dtypes import round_to
 from suite.reference import Reference, compute_reference
 
 COLUMNS = [

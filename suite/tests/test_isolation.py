@@ -35,9 +35,9 @@ def _bits(a: np.ndarray) -> bytes:
     return a.dtype.str.encode() + str(a.shape).encode() + a.tobytes()
 
 
-@pytest.mark.parametrize("backend_name", COMPILING or [pytest.param("jax", marks=pytest.mark.skip("jax not installed"))])
-def test_matrix_rows_are_bit_identical_to_isolated_runs(backend_name):
-    backend = loaded(backend_name)
+@pytest.mark.skipif(not COMPILING, reason="jax is not installed (the only backend that compiles the matrix)")
+def test_matrix_rows_are_bit_identical_to_isolated_runs():
+    backend = loaded("jax")
     checked = 0
     for case, dtype, keys in _sample(seed=20261124):
         ref = compute_reference(case, dtype)
