@@ -191,6 +191,10 @@ _temperature = [
          _normal(21, (16, 100), 10.0), ("temperature", "random"), temperature=100.0),
     Case("normal_scale10_T0.01", "16x100 N(0, 10) at T = 0.01: z/T reaches 1e3, overflows fp16",
          _normal(21, (16, 100), 10.0), ("temperature", "random", "overflow"), temperature=0.01),
+    Case("temperature_T1e-6", "tiny logits at T = 1e-6 (subnormal in fp16): z / T = [3, 1, -2, 0]",
+         [[3e-6, 1e-6, -2e-6, 0.0]], ("temperature", "edge", "subnormal"), temperature=1e-6),
+    Case("temperature_T1e5", "logits near fp16's max at T = 1e5 (past fp16's range): z / T = [0.6, 0.3, -0.3, 0]",
+         [[6e4, 3e4, -3e4, 0.0]], ("temperature", "edge"), temperature=1e5),
 ]
 
 _log1p = [

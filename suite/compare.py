@@ -23,7 +23,7 @@ import pandas as pd
 from suite.selection import UsageError
 from suite.store import atomic_write
 
-VERDICT_RANK = {"ok": 0, "inaccurate": 1, "nonfinite": 2, "error": 3, "unsupported": 3}
+VERDICT_RANK = {"ok": 0, "inaccurate": 1, "nonfinite": 2, "wrong_special": 2, "error": 3, "unsupported": 3}
 ACC_KEY = ["device", "dtype", "op", "impl", "case", "pass"]
 SPEED_KEY = ["device", "dtype", "op", "impl", "pass", "batch", "vocab"]
 MAX_LISTED = 60  # rows per Markdown table; the CSV beside it has them all

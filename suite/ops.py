@@ -15,4 +15,6 @@ PASSES: tuple[str, ...] = ("forward", "backward")
 IMPLS: tuple[str, ...] = ("naive", "shifted", "temperature", "shifted_log1p", "fused")
 STABLE_IMPLS: tuple[str, ...] = ("shifted", "shifted_log1p", "fused")
 DEVICES: tuple[str, ...] = ("cpu", "gpu")
-VERDICTS: tuple[str, ...] = ("ok", "inaccurate", "nonfinite", "error", "unsupported")
+# nonfinite: NaN/inf where the exact answer is finite; wrong_special: not the exact NaN/+-inf where the
+# answer is one (suite.metrics)
+VERDICTS: tuple[str, ...] = ("ok", "inaccurate", "nonfinite", "wrong_special", "error", "unsupported")

@@ -89,8 +89,8 @@ def verdict_cell(verdicts: pd.Series) -> str:
         return f"✔ {n}/{n}"
     if int(counts.get("unsupported", 0)) == n:
         return "— unsupported"
-    bad = ", ".join(f"{int(counts[v])} {v}" for v in ("nonfinite", "inaccurate", "error", "unsupported")
-                    if counts.get(v, 0))
+    bad = ", ".join(f"{int(counts[v])} {v}" for v in ("nonfinite", "wrong_special", "inaccurate", "error",
+                                                       "unsupported") if counts.get(v, 0))
     return f"✘ {ok}/{n}: {bad}"
 
 
@@ -113,6 +113,31 @@ def stability(acc: pd.DataFrame) -> dict[str, pd.DataFrame]:
             t.index.name = "op · impl"
             out[f"{device} {pass_}"] = t
     return out
+
+
+def promotions(acc: pd.DataFrame) -> pd.DataFrame:
+    """Rows a framework computed in another dtype than the one named (graded after rounding back)."""
+    if "out_dtype" not in acc:
+        return pd.DataFrame()
+    sub = acc[acc.out_dtype.notna() & (acc.out_dtype.astype(str) != acc.dtype.astype(str))]
+    if sub.empty:
+        return pd.DataFrame()
+    t = sub.groupby(["device", "backend", "dtype", "out_dtype", "impl", "pass"]).op.agg(
+        lambda o: ", ".join(_ordered(o.unique(), OPS))).rename("ops")
+    return t.reset_index()
+
+
+def temperature_table(acc: pd.DataFrame) -> pd.DataFrame:
+    """Cases with T != 1, forward: `temperature` (seed 002's formula on z divided by a Python float T by the
+    framework itself) next to `naive` (the same formula on the suite's correctly rounded z / T): where they
+    differ, the framework's division, and its promotion of the scalar T, is the cause."""
+    sub = acc[(acc.temperature.astype(float) != 1.0) & acc.impl.isin(["naive", "temperature"])
+              & (acc["pass"] == "forward")]
+    if sub.empty:
+        return pd.DataFrame()
+    cells = sub.groupby(["device", "impl", "backend", "dtype"]).verdict.agg(verdict_cell).unstack("dtype")
+    cells = cells[[d for d in DTYPE_ORDER if d in cells.columns]].fillna("")
+    return cells.reset_index()
 
 
 # --- 2. accuracy table ------------------------------------------------------------------------------
@@ -323,9 +348,25 @@ def build(data: Data, out: Path) -> list[Section]:
         "Stability matrix",
         "Verdict of every catalog case, per op and implementation (rows) and framework and dtype (columns), "
         "for the newest version of each framework. ✔ n/n: every case ok; ✘ k/n: k ok and the rest as counted "
-        "(nonfinite: NaN/inf where the exact answer is finite, or another special value where it is not, e.g. "
-        "NaN where the exact logsumexp is +inf; inaccurate: finite but past the ULP bound).",
+        "(nonfinite: NaN/inf where the exact answer is finite; wrong_special: where the exact answer is itself "
+        "NaN or ±inf, another value, e.g. NaN where the exact logsumexp is +inf; inaccurate: finite but past "
+        "the error bound).",
         {k: (v, True) for k, v in stab.items()}))
+    sections.append(Section(
+        "Temperature: the frameworks' own division by T",
+        "Forward rows of the cases with T ≠ 1, all ops, of seed 002's formula exp(x) / sum(exp(x)). `naive` "
+        "receives x = z / T correctly rounded by the suite (the same bits in every framework); `temperature` "
+        "receives z and divides by the Python float T itself, as seed 002 writes `exp(input / t)`, and is "
+        "graded against the exact z / T with that division's rounding allowed. Where the two differ, the "
+        "framework's division by the scalar is the cause (e.g. T rounded to the tensor's float16, or a "
+        "subnormal T flushed to zero).",
+        {"": (temperature_table(acc) if len(acc) else pd.DataFrame(), False)}))
+    sections.append(Section(
+        "Promoted dtypes",
+        "Rows whose result came back in another dtype than the one tested (e.g. numpy's bfloat16 divided by "
+        "a Python float becomes float32): they are graded after rounding to the tested dtype, so the "
+        "verdict is what a user who casts back gets, but the computation did not run in that dtype.",
+        {"": (promotions(acc) if len(acc) else pd.DataFrame(), False)}))
     acc_long = accuracy(acc) if len(acc) else pd.DataFrame()
     sections.append(Section(
         "Accuracy of the stable implementations",
