@@ -76,8 +76,8 @@ TORCH_LSE_BWD_CASES = (*LARGE_OFFSET, "all_negative_fp32", "exp_edge_fp32_above"
                        "seed003_linspace500", "seed003_linspace5e5", "ties_at_max_extreme")
 FTZ_CASES = ("normal_scale_100", "llm_vocab32000_T0.01")
 LOG1P_AUTODIFF_CASES = (*LARGE_OFFSET, "llm_vocab32000_T0.01", "llm_vocab32000_T1", "normal_scale10_T100",
-                        "normal_scale_1", "normal_scale_100", "seed003_linspace1", "vocab_131071_odd",
-                        "vocab_131072_normal", "vocab_262147_odd")
+                        "normal_scale_1", "normal_scale_100", "seed003_linspace1", "ties_4096_equal",
+                        "vocab_131071_odd", "vocab_131072_normal", "vocab_262147_odd")
 WIDE_CASES = ("vocab_131071_odd", "vocab_152064_spiky", "llm_vocab32000_T0.7")
 STABLE_FORMULAS = ("shifted", "shifted_log1p")
 # Measured on CPU with torch 2.13.0, tensorflow-cpu 2.21.0, jax 0.10.2, numpy 2.4 / scipy 1.17 under the
