@@ -148,6 +148,10 @@ def atomic_write(path: Path, write, exclusive: bool = False) -> None:
         raise
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [""])[0][:160]
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -173,6 +177,23 @@ def _arrow_kind(t) -> str | None:
     if pa.types.is_floating(t):
         return _NUM
     return str(t)
+
+
+def _footer_problems(schema) -> list[str]:
+    """The footer has no checksum; pandas' metadata in it repeats the column names, so a flipped bit in
+    a name shows up as a disagreement (a file without that metadata is not checked)."""
+    try:
+        meta = schema.pandas_metadata
+    except Exception as exc:  # noqa: BLE001 - the metadata itself is damaged
+        return [f"damaged pandas metadata ({type(exc).__name__})"]
+    if not meta:
+        return []
+    cols = [c for c in meta.get("columns", []) if not str(c.get("field_name", "")).startswith("__index_level_")]
+    named = [str(c.get("field_name")) for c in cols]
+    if any(str(c.get("name")) != str(c.get("field_name")) for c in cols) \
+            or sorted(named) != sorted(n for n in schema.names if not n.startswith("__index_level_")):
+        return ["the column names disagree with the file's pandas metadata (a damaged footer)"]
+    return []
 
 
 def schema_problems(table: str, schema) -> list[str]:
@@ -361,18 +382,18 @@ class Store:
                 continue
             try:
                 arrow = pq.read_table(path, page_checksum_verification=True)
+                missing = [c for c in REQUIRED[table] if c not in arrow.schema.names]
+                wrong = schema_problems(table, arrow.schema) + _footer_problems(arrow.schema)
+                df = None if missing or wrong else arrow.to_pandas()
             except Exception as exc:  # noqa: BLE001 - truncated, not parquet, bit rot: skip it
-                problems.append(f"{path}: unreadable ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})")
+                problems.append(f"{path}: unreadable ({type(exc).__name__}: {_first_line(exc)})")
                 continue
-            missing = [c for c in REQUIRED[table] if c not in arrow.schema.names]
             if missing:
                 problems.append(f"{path}: foreign file (no column {', '.join(missing)})")
                 continue
-            wrong = schema_problems(table, arrow.schema)
             if wrong:
                 problems.append(f"{path}: wrong column types ({'; '.join(wrong)})")
                 continue
-            df = arrow.to_pandas()
             for k, v in keys:
                 df[k] = v
             frames.append(df)
