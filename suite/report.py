@@ -380,6 +380,8 @@ def render_md(sections: list[Section], header: str) -> str:
     parts = [header]
     for s in sections:
         parts.append(f"## {s.title}\n\n{s.note}\n")
+        if not s.tables and not s.image:
+            parts.append("_no data in the store_\n")
         for sub, (df, index) in s.tables.items():
             if sub:
                 parts.append(f"### {sub}\n")
@@ -393,6 +395,8 @@ def render_html(sections: list[Section], header: str, out: Path) -> str:
     body = [f"<h1>softmax-suite report</h1><p class='note'>{html.escape(header.split(chr(10), 2)[-1])}</p>"]
     for s in sections:
         body.append(f"<h2>{html.escape(s.title)}</h2><p class='note'>{html.escape(s.note)}</p>")
+        if not s.tables and not s.image:
+            body.append("<p><em>no data in the store</em></p>")
         for sub, (df, index) in s.tables.items():
             if sub:
                 body.append(f"<h3>{html.escape(sub)}</h3>")
