@@ -9,6 +9,7 @@ error (a bug: SUITE_TRACEBACK=1 shows the traceback); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -112,14 +113,33 @@ class _Writes:
     def kept(self) -> str:
         return _written(self.store, self.written)
 
-    def fail(self, exc: OSError) -> StoreWriteError:
-        reason = os_reason(exc) + (f": {exc.filename}" if exc.filename else "")
+    def mark(self, status: str, error: str) -> bool:
+        """Best effort: the status file says why the run did not complete."""
         try:
             self.store.write_meta(self.run_id, self.table + self.shard.suffix,
-                                  {**self.meta, "status": "failed", "error": f"writing failed: {reason}"})
-            marked = "marked failed"
+                                  {**self.meta, "status": status, "error": error})
+            return True
         except OSError:
-            marked = f"left marked running in {self.status}"
+            return False
+
+    @contextlib.contextmanager
+    def guard(self):
+        """^C or a bug while computing: the status file says so (a failed write has said it already)."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.mark("interrupted", "interrupted (^C)")
+            raise
+        except StoreWriteError:
+            raise
+        except Exception as exc:
+            self.mark("failed", f"{type(exc).__name__}: {_one_line(exc)}")
+            raise
+
+    def fail(self, exc: OSError) -> StoreWriteError:
+        reason = os_reason(exc) + (f": {exc.filename}" if exc.filename else "")
+        marked = "marked failed" if self.mark("failed", f"writing failed: {reason}") else \
+            f"left marked running in {self.status}"
         return StoreWriteError(f"writing run {self.run_id} to the store {self.store.root} failed ({reason}); "
                                f"kept: {self.kept()}; the run is {marked}, so readers skip it")
 
@@ -196,7 +216,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     writes = _Writes(store, "accuracy", run_id, shard, {})
     t0 = time.perf_counter()
     # each backend's partitions land as soon as it is done
-    df, info = run(plan, progress=False if args.no_progress else None, jobs=jobs, on_backend=writes.partitions)
+    with writes.guard():
+        df, info = run(plan, progress=False if args.no_progress else None, jobs=jobs, on_backend=writes.partitions)
     seconds = time.perf_counter() - t0
     env = environment(info, {**writes.meta, "seconds": round(seconds, 2), "jobs": jobs, "rows": len(df),
                              "cases": [c.name for c in plan.cases]})
@@ -239,7 +260,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         sizes=sizes, min_time=args.min_time, threads=threads_for_timing(), shard=shard)
     writes = _Writes(store, "timing", run_id, shard, {})
     t0 = time.perf_counter()
-    df, info = run_bench(plan, progress=False if args.no_progress else None, on_backend=writes.partitions)
+    with writes.guard():
+        df, info = run_bench(plan, progress=False if args.no_progress else None, on_backend=writes.partitions)
     env = environment(info, {**writes.meta, "seconds": round(time.perf_counter() - t0, 2),
                              "min_time_s": plan.min_time,
                              "copy_bandwidth": {d: {"gbps": g, "how": h} for d, (g, h) in plan.copy.items()}})

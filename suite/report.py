@@ -73,8 +73,9 @@ def load(store: Store, runs: list[str] | None) -> Data:
         newest_run[t] = latest(df, ["backend_version", *(ACC_KEY if t == "accuracy" else SPEED_KEY)])
     if newest_run["accuracy"].empty and newest_run["timing"].empty:
         where = f"runs {', '.join(runs)}" if runs else f"store {store.root}"
-        raise UsageError(f"no results in {where}; write some with `python -m suite run` / `python -m suite bench`"
-                         " (or `nox -s numpy`)")
+        skipped = f" ({len(problems)} file(s) or run(s) skipped: {problems[0]}...)" if problems else ""
+        raise UsageError(f"no results in {where}{skipped}; write some with `python -m suite run` / "
+                         "`python -m suite bench` (or `nox -s numpy`)")
     return Data(newest_run["accuracy"], newest_run["timing"], problems, raw)
 
 

@@ -230,6 +230,23 @@ def test_sigkill_at_a_random_point(tmp_path, seed):
     assert not list(store.rglob(".partial-*")), "temporary files of the killed run were not cleared"
 
 
+@pytest.mark.parametrize(("fault", "status", "rc"), [(KeyboardInterrupt, "interrupted", 130),
+                                                     (RuntimeError, "failed", 5)])
+def test_interrupted_or_crashed_run_says_so(tmp_path, main, monkeypatch, fault, status, rc):
+    import suite.runner
+
+    def broken(*args, **kwargs):
+        raise fault("boom")
+
+    monkeypatch.setattr(suite.runner, "run", broken)
+    p = small(main, tmp_path / "s", "--run-id", "x")
+    assert p.returncode == rc and p.stderr.count("\n") == 1, p.stderr
+    assert json.loads((tmp_path / "s" / "runs" / "x" / "accuracy.json").read_text())["status"] == status
+    problems: list[str] = []
+    Store(tmp_path / "s").load("accuracy", problems)  # nothing was written, so nothing to skip
+    assert problems == []
+
+
 def test_stale_temporary_files_are_cleared_and_live_ones_kept(tmp_path):
     from suite import store as st
 
