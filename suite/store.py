@@ -301,26 +301,31 @@ class Store:
                     found.add(m["suffix"] or "")
         return found
 
-    def claim(self, table: str, run_id: str, shard: Shard, meta: dict) -> Path:
-        """Mark `run_id` (this shard) as running in `table`, or refuse if that would mix it with results
-        already there: a reused id, a full run and shards of one id, or shards of different counts."""
-        have = self.existing(table, run_id)
-        hint = (f"choose another --run-id (e.g. {run_id}-2), or leave it out for a fresh one; {table} results "
-                f"of {run_id!r} are in {self.root}")
+    def _conflict(self, table: str, run_id: str, shard: Shard, have: set[str]) -> str | None:
+        """Why `shard` of `run_id` cannot join what `run_id` already has (`have`: shard suffixes)."""
         what = ", ".join(sorted("the unsharded run" if s == "" else s.lstrip(".") for s in have))
         if shard.count == 1 and have:
-            raise UsageError(f"--run-id {run_id!r} already has {table} results ({what}); {hint}")
+            return f"already has {table} results ({what})"
         if shard.count > 1:
             counts = {int(_STEM.fullmatch(f"x{s}")["n"]) for s in have if s}
             if "" in have:
-                raise UsageError(f"--run-id {run_id!r} already has an unsharded {table} run; shards cannot be "
-                                 f"added to it; {hint}")
+                return f"already has an unsharded {table} run; shards cannot be added to it"
             if counts - {shard.count}:
-                raise UsageError(f"--run-id {run_id!r} already has {table} shards of {sorted(counts)[0]}, "
-                                 f"not {shard.count}; give every shard of a run the same I/N count, or {hint}")
+                return (f"already has {table} shards of {sorted(counts - {shard.count})[0]}, not {shard.count}; "
+                        "give every shard of a run the same I/N count")
             if shard.suffix in have:
-                raise UsageError(f"--run-id {run_id!r} already has {table} shard {shard.index}/{shard.count}; "
-                                 f"{hint}")
+                return f"already has {table} shard {shard.index}/{shard.count}"
+        return None
+
+    def claim(self, table: str, run_id: str, shard: Shard, meta: dict) -> Path:
+        """Mark `run_id` (this shard) as running in `table`, or refuse if that would mix it with results
+        already there: a reused id, a full run and shards of one id, or shards of different counts.
+        The claim is an atomic hard link, checked again once made, so concurrent runs cannot mix either."""
+        hint = (f"choose another --run-id (e.g. {run_id}-2), or leave it out for a fresh one; {table} results "
+                f"of {run_id!r} are in {self.root}")
+        why = self._conflict(table, run_id, shard, self.existing(table, run_id))
+        if why:
+            raise UsageError(f"--run-id {run_id!r} {why}; {hint}")
         path = self.meta_path(run_id, table + shard.suffix)
         body = {**meta, "status": "running", "pid": os.getpid(), "host": _HOST,
                 "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
@@ -328,6 +333,11 @@ class Store:
             atomic_write(path, lambda tmp: tmp.write_text(json.dumps(body, indent=2, default=str)), exclusive=True)
         except FileExistsError:  # a concurrent run took the id between the check and now
             raise UsageError(f"--run-id {run_id!r} was just claimed by another {table} run; {hint}") from None
+        why = self._conflict(table, run_id, shard, self.existing(table, run_id) - {shard.suffix})
+        if why:  # a concurrent run of another kind claimed the id at the same moment: both step back
+            path.unlink(missing_ok=True)
+            raise UsageError(f"--run-id {run_id!r} was claimed at the same moment by another {table} run that "
+                             f"cannot mix with this one ({why}); {hint}")
         return path
 
     def status(self, run_id: str, name: str) -> tuple[str, str]:

@@ -142,6 +142,29 @@ def test_concurrent_runs_with_one_id_one_wins(tmp_path):
     assert len(df) > 0 and not df.duplicated(["dtype", "op", "impl", "case", "pass"]).any()
 
 
+def test_a_full_run_and_a_shard_claiming_at_the_same_moment_do_not_mix(tmp_path, monkeypatch):
+    """The race a listing cannot close: a shard claims between a full run's check and its claim. The
+    full run sees it once its own claim is made, steps back and is refused."""
+    from suite.selection import UsageError
+    from suite.store import Shard
+
+    store = Store(tmp_path)
+    store.root.mkdir(exist_ok=True)
+    real, calls = Store.existing, []
+
+    def racing(self, table, run_id):
+        calls.append(1)
+        if len(calls) == 1:  # the full run's check: the shard has not claimed yet
+            return set()
+        return real(self, table, run_id)
+
+    store.claim("accuracy", "r", Shard(1, 2), {})
+    monkeypatch.setattr(Store, "existing", racing)
+    with pytest.raises(UsageError, match="claimed at the same moment"):
+        store.claim("accuracy", "r", Shard(), {})
+    assert not store.meta_path("r", "accuracy").exists() and store.meta_path("r", "accuracy.shard-1-of-2").exists()
+
+
 def test_concurrent_runs_with_distinct_ids_lose_nothing(tmp_path):
     store = tmp_path / "s"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
