@@ -17,13 +17,21 @@ from pathlib import Path
 
 from suite.ops import DEVICES, IMPLS, OPS, PASSES
 from suite.selection import UsageError, choose, load_case_file, select_cases, split_list
-from suite.store import DEFAULT_STORE, StoreWriteError, os_reason
+from suite.store import DEFAULT_STORE, PUBLISHED_STORE, StoreWriteError, os_reason
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_SKIPPED, EXIT_IO, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's errors as one line (what is wrong, where to look), exit status 2, like every other error."""
+
+    def error(self, message: str):
+        print(f"error: {' '.join(message.split())} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m suite", description=__doc__)
+    p = _Parser(prog="python -m suite", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the accuracy matrix and write <out>/accuracy.{parquet,csv}")
     for name, what in (("backends", "frameworks"), ("dtypes", "dtypes"), ("ops", "ops"),
@@ -65,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--runs", action="append", metavar="ID,...",
                      help="only these run ids (or prefixes; default: every run in the store)")
     rep.add_argument("--out", default=None, metavar="DIR", help="output directory "
-                     "(default: <store>/report; the published report: --store results)")
+                     f"(default: <store>/report; the published report: --store {PUBLISHED_STORE})")
     lst = sub.add_parser("list", help="list backends, cases and tags")
     lst.add_argument("what", nargs="?", choices=("cases", "backends", "tags"), default="cases")
     return p
@@ -74,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
 def _store_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default=DEFAULT_STORE, metavar="DIR",
                    help=f"result store: hive-partitioned parquet by backend/version/device (default: {DEFAULT_STORE}, "
-                        "git-ignored; the published store is results)")
+                        f"git-ignored; the published store is {PUBLISHED_STORE})")
 
 
 def _store_args(p: argparse.ArgumentParser) -> None:
@@ -353,8 +361,8 @@ def _readable_store(path: str):
 
     store = Store(path)
     if not store.root.is_dir():
-        raise UsageError(f"--store {path!r} is not a directory; a store is written by `python -m suite run` "
-                         f"and `python -m suite bench` (default: {DEFAULT_STORE}; the published store: results)")
+        raise UsageError(f"--store {path!r} is not a directory; a store is written by `python -m suite run` and "
+                         f"`python -m suite bench` (default: {DEFAULT_STORE}; the published store: {PUBLISHED_STORE})")
     return store
 
 

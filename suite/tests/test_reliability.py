@@ -480,6 +480,14 @@ def test_disk_full_after_the_partitions_says_what_was_kept(tmp_path, monkeypatch
     assert not list((tmp_path / "s").rglob(".partial-*"))
 
 
+@pytest.mark.parametrize("argv", [["run", "--jobs", "x"], ["nosuch"], ["compare"], ["run", "--frobnicate"]])
+def test_argument_errors_are_one_line(capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "--help" in err, err
+
+
 def test_unexpected_errors_are_one_line(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(cli, "cmd_list", lambda args: 1 / 0)
     assert cli.main(["list"]) == 5
