@@ -376,6 +376,7 @@ class Store:
         problems = [] if problems is None else problems
         frames = []
         incomplete: dict[tuple[str, str], list[Path]] = {}
+        statuses: dict[tuple[str, str], tuple[str, str]] = {}
         for path in self.files(table):
             rel = path.relative_to(self.root / table)
             keys = [p.split("=", 1) for p in rel.parts[:-1]]
@@ -386,7 +387,9 @@ class Store:
                 continue
             stem = _STEM.fullmatch(path.stem)
             run_id, suffix = stem["run"], stem["suffix"] or ""
-            st, why = self.status(run_id, table + suffix)
+            if (run_id, suffix) not in statuses:
+                statuses[run_id, suffix] = self.status(run_id, table + suffix)
+            st, why = statuses[run_id, suffix]
             if st != "complete":
                 incomplete.setdefault((f"{run_id}{suffix}", f"{st}: {why}"), []).append(path)
                 continue
