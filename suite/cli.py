@@ -258,14 +258,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if not args.min_time > 0:
         raise UsageError(f"--min-time must be positive, got {args.min_time}")
-    store, run_id, shard = _store_plan(args.store, args.run_id, args.shard)
-    plan = BenchPlan(
-        backends=names, devices=choose("devices", split_list(args.devices), DEVICES, DEVICES),
-        dtypes=choose("dtypes", split_list(args.dtypes), DTYPES, BENCH_DEFAULTS["dtypes"]),
-        ops=choose("ops", split_list(args.ops), OPS, BENCH_DEFAULTS["ops"]),
-        impls=choose("impls", split_list(args.impls), IMPLS, BENCH_DEFAULTS["impls"]),
-        passes=choose("passes", split_list(args.passes), PASSES, PASSES),
-        sizes=sizes, min_time=args.min_time, threads=threads_for_timing(), shard=shard)
+    chosen = dict(devices=choose("devices", split_list(args.devices), DEVICES, DEVICES),
+                  dtypes=choose("dtypes", split_list(args.dtypes), DTYPES, BENCH_DEFAULTS["dtypes"]),
+                  ops=choose("ops", split_list(args.ops), OPS, BENCH_DEFAULTS["ops"]),
+                  impls=choose("impls", split_list(args.impls), IMPLS, BENCH_DEFAULTS["impls"]),
+                  passes=choose("passes", split_list(args.passes), PASSES, PASSES))
+    store, run_id, shard = _store_plan(args.store, args.run_id, args.shard)  # after every other check
+    plan = BenchPlan(backends=names, **chosen, sizes=sizes, min_time=args.min_time, threads=threads_for_timing(),
+                     shard=shard)
     writes = _Writes(store, "timing", run_id, shard, {})
     t0 = time.perf_counter()
     with writes.guard():
