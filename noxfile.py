@@ -8,7 +8,8 @@ framework and the suite's core; plus `tests` (what .ci/run runs), `lint`, `compa
     SUITE_SIZES=64x131072 SUITE_MIN_TIME=0.5 ...     the timing sweep (SUITE_SIZES=none: no timing)
 
 Each framework session runs the accuracy matrix and the timing sweep and writes both into the store
-(results/, or SUITE_STORE) under one run id.
+under one run id: the git-ignored local store results/local/ by default, the published store with
+SUITE_STORE=results. `nox -s report` rebuilds the published report from the published store.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def _framework_session(framework: str):
         session.install("-e", ".", *_packages(framework, version))
         run_id = os.environ.get("SUITE_RUN_ID") or (
             f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{framework}-{version}-{secrets.token_hex(2)}")
-        common = ["--backends", framework, "--store", os.environ.get("SUITE_STORE", "results"),
+        common = ["--backends", framework, "--store", os.environ.get("SUITE_STORE", "results/local"),
                   "--run-id", run_id, "--no-progress"]
         if os.environ.get("SUITE_SHARD"):
             common += ["--shard", os.environ["SUITE_SHARD"]]
@@ -70,7 +71,7 @@ jax = _framework_session("jax")
 @nox.session
 def tests(session: nox.Session) -> None:
     """What .ci/run runs: the README's test command."""
-    session.install("-e", ".[all,test]")
+    session.install("-e", ".[all,test]", "-c", "constraints/cpu.txt")
     session.run("python", "-m", "pytest", "-q", *session.posargs)
 
 
@@ -80,19 +81,21 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
 
 
-def _suite(session: nox.Session, command: str) -> None:
-    """`python -m suite <command> <posargs>` in a venv with the suite's core only."""
+def _suite(session: nox.Session, command: str, *default: str) -> None:
+    """`python -m suite <command> <posargs or default>` in a venv with the suite's core only."""
     session.install("-e", ".")
-    session.run("python", "-m", "suite", command, *session.posargs)
+    session.run("python", "-m", "suite", command, *(session.posargs or default))
 
 
 @nox.session
 def compare(session: nox.Session) -> None:
-    """nox -s compare -- jax==0.9.2 jax==0.10.2 (exit 1 on a regression)."""
+    """nox -s compare -- jax==0.9.2 jax==0.10.2 --store results (exit 1 on a regression, 3 if files were
+    skipped; the default store is results/local)."""
     _suite(session, "compare")
 
 
 @nox.session
 def report(session: nox.Session) -> None:
-    """The published tables and plots from the store: nox -s report [-- --out DIR]."""
-    _suite(session, "report")
+    """The published report (results/report/) from the published store; posargs replace that choice:
+    nox -s report -- --store results/local."""
+    _suite(session, "report", "--store", "results", "--out", "results/report")

@@ -1,8 +1,15 @@
-"""`python -m suite run|list`: the accuracy matrix from the command line."""
+"""`python -m suite run|list`: the accuracy matrix from the command line.
+
+Exit status: 0 done; 1 `compare` found a regression; 2 bad input or usage (nothing written);
+3 done, but some store files or incomplete runs were skipped (listed in the output); 4 the file
+system failed part way (disk full, no permission: the message says what was kept); 5 an internal
+error (a bug: SUITE_TRACEBACK=1 shows the traceback); 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -10,10 +17,21 @@ from pathlib import Path
 
 from suite.ops import DEVICES, IMPLS, OPS, PASSES
 from suite.selection import UsageError, choose, load_case_file, select_cases, split_list
+from suite.store import DEFAULT_STORE, PUBLISHED_STORE, StoreWriteError, os_reason
+
+EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_SKIPPED, EXIT_IO, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's errors as one line (what is wrong, where to look), exit status 2, like every other error."""
+
+    def error(self, message: str):
+        print(f"error: {' '.join(message.split())} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m suite", description=__doc__)
+    p = _Parser(prog="python -m suite", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the accuracy matrix and write <out>/accuracy.{parquet,csv}")
     for name, what in (("backends", "frameworks"), ("dtypes", "dtypes"), ("ops", "ops"),
@@ -54,16 +72,17 @@ def _parser() -> argparse.ArgumentParser:
     _store_option(rep)
     rep.add_argument("--runs", action="append", metavar="ID,...",
                      help="only these run ids (or prefixes; default: every run in the store)")
-    rep.add_argument("--out", default="results/report", metavar="DIR", help="output directory "
-                     "(default: results/report)")
+    rep.add_argument("--out", default=None, metavar="DIR", help="output directory "
+                     f"(default: <store>/report; the published report: --store {PUBLISHED_STORE})")
     lst = sub.add_parser("list", help="list backends, cases and tags")
     lst.add_argument("what", nargs="?", choices=("cases", "backends", "tags"), default="cases")
     return p
 
 
 def _store_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", default="results", metavar="DIR",
-                   help="result store: hive-partitioned parquet by backend/version/device (default: results)")
+    p.add_argument("--store", default=DEFAULT_STORE, metavar="DIR",
+                   help=f"result store: hive-partitioned parquet by backend/version/device (default: {DEFAULT_STORE}, "
+                        f"git-ignored; the published store is {PUBLISHED_STORE})")
 
 
 def _store_args(p: argparse.ArgumentParser) -> None:
@@ -81,9 +100,68 @@ def _store_plan(store: str, run_id: str | None, shard: str | None = None):
     """The store, run id and shard named on the command line, checked before anything runs."""
     from suite.store import Shard, Store, check_run_id, new_run_id
 
+    run_id = check_run_id(run_id) if run_id else new_run_id()
+    shard = Shard.parse(shard)
     st = Store(store)
     st.check_writable()
-    return st, check_run_id(run_id) if run_id else new_run_id(), Shard.parse(shard)
+    return st, run_id, shard
+
+
+class _Writes:
+    """One run's writes into the store: claimed before computing, what was kept, and a failed write as
+    one line that says so (the run stays marked incomplete)."""
+
+    def __init__(self, store, table: str, run_id: str, shard, meta: dict):
+        self.store, self.table, self.run_id, self.shard = store, table, run_id, shard
+        self.meta = {"run_id": run_id, "table": table, "shard": f"{shard.index}/{shard.count}",
+                     "command": sys.argv, **meta}
+        self.status = store.claim(table, run_id, shard, self.meta)
+        self.written: list[Path] = []
+
+    def kept(self) -> str:
+        return _written(self.store, self.written)
+
+    def mark(self, status: str, error: str) -> bool:
+        """Best effort: the status file says why the run did not complete."""
+        try:
+            self.store.write_meta(self.run_id, self.table + self.shard.suffix,
+                                  {**self.meta, "status": status, "error": error})
+            return True
+        except OSError:
+            return False
+
+    @contextlib.contextmanager
+    def guard(self):
+        """^C or a bug while computing: the status file says so (a failed write has said it already)."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.mark("interrupted", "interrupted (^C)")
+            raise
+        except StoreWriteError:
+            raise
+        except Exception as exc:
+            self.mark("failed", f"{type(exc).__name__}: {_one_line(exc)}")
+            raise
+
+    def fail(self, exc: OSError) -> StoreWriteError:
+        reason = os_reason(exc) + (f": {exc.filename}" if exc.filename else "")
+        marked = "marked failed" if self.mark("failed", f"writing failed: {reason}") else \
+            f"left marked running in {self.status}"
+        return StoreWriteError(f"writing run {self.run_id} to the store {self.store.root} failed ({reason}); "
+                               f"kept: {self.kept()}; the run is {marked}, so readers skip it")
+
+    def partitions(self, df) -> None:
+        try:
+            self.store.write_table(self.table, df, self.run_id, self.shard, self.written)
+        except OSError as exc:
+            raise self.fail(exc) from None
+
+    def complete(self, env: dict) -> Path:
+        try:
+            return self.store.write_meta(self.run_id, self.table + self.shard.suffix, {**env, "status": "complete"})
+        except OSError as exc:
+            raise self.fail(exc) from None
 
 
 def _backends(args: argparse.Namespace) -> list[str]:
@@ -132,29 +210,28 @@ def _written(store, paths: list[Path]) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from suite.results import environment
     from suite.runner import run, summary
+    from suite.store import Shard
 
     plan = _plan(args)
-    store, run_id, shard = _store_plan(args.store, args.run_id, args.shard)
+    shard = Shard.parse(args.shard)
     selected = len(plan.cases)
     plan.cases = shard.take(plan.cases)
     if not plan.cases:
         raise UsageError(f"--shard {shard.index}/{shard.count} selects no case: the run has only {selected} "
                          f"case(s), so use at most {selected} shards")
+    store, run_id, shard = _store_plan(args.store, args.run_id, args.shard)
     jobs = args.jobs if args.jobs is not None else (os.cpu_count() or 1)
+    writes = _Writes(store, "accuracy", run_id, shard, {})
     t0 = time.perf_counter()
-    written: list[Path] = []
-
-    def store_backend(df) -> None:  # each backend's partitions land as soon as it is done
-        written.extend(store.write_table("accuracy", df, run_id, shard))
-
-    df, info = run(plan, progress=False if args.no_progress else None, jobs=jobs, on_backend=store_backend)
+    # each backend's partitions land as soon as it is done
+    with writes.guard():
+        df, info = run(plan, progress=False if args.no_progress else None, jobs=jobs, on_backend=writes.partitions)
     seconds = time.perf_counter() - t0
-    env = environment(info, {"run_id": run_id, "table": "accuracy", "shard": f"{shard.index}/{shard.count}",
-                             "seconds": round(seconds, 2), "jobs": jobs, "rows": len(df),
+    env = environment(info, {**writes.meta, "seconds": round(seconds, 2), "jobs": jobs, "rows": len(df),
                              "cases": [c.name for c in plan.cases]})
-    meta = store.write_meta(run_id, "accuracy" + shard.suffix, env)
+    meta = writes.complete(env)
     print(f"\nrun {run_id}: {len(df)} rows in {seconds:.1f} s -> {store.root}/accuracy/ "
-          f"({_written(store, written)}); env: {meta}")
+          f"({writes.kept()}); env: {meta}")
     print("time per backend (summed over workers): "
           + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(info.seconds.items(), key=lambda kv: -kv[1])))
     for s in info.skipped:
@@ -181,25 +258,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if not args.min_time > 0:
         raise UsageError(f"--min-time must be positive, got {args.min_time}")
-    store, run_id, shard = _store_plan(args.store, args.run_id, args.shard)
-    plan = BenchPlan(
-        backends=names, devices=choose("devices", split_list(args.devices), DEVICES, DEVICES),
-        dtypes=choose("dtypes", split_list(args.dtypes), DTYPES, BENCH_DEFAULTS["dtypes"]),
-        ops=choose("ops", split_list(args.ops), OPS, BENCH_DEFAULTS["ops"]),
-        impls=choose("impls", split_list(args.impls), IMPLS, BENCH_DEFAULTS["impls"]),
-        passes=choose("passes", split_list(args.passes), PASSES, PASSES),
-        sizes=sizes, min_time=args.min_time, threads=threads_for_timing(), shard=shard)
+    chosen = dict(devices=choose("devices", split_list(args.devices), DEVICES, DEVICES),
+                  dtypes=choose("dtypes", split_list(args.dtypes), DTYPES, BENCH_DEFAULTS["dtypes"]),
+                  ops=choose("ops", split_list(args.ops), OPS, BENCH_DEFAULTS["ops"]),
+                  impls=choose("impls", split_list(args.impls), IMPLS, BENCH_DEFAULTS["impls"]),
+                  passes=choose("passes", split_list(args.passes), PASSES, PASSES))
+    store, run_id, shard = _store_plan(args.store, args.run_id, args.shard)  # after every other check
+    plan = BenchPlan(backends=names, **chosen, sizes=sizes, min_time=args.min_time, threads=threads_for_timing(),
+                     shard=shard)
+    writes = _Writes(store, "timing", run_id, shard, {})
     t0 = time.perf_counter()
-    written: list[Path] = []
-    df, info = run_bench(plan, progress=False if args.no_progress else None,
-                         on_backend=lambda part: written.extend(store.write_table("timing", part, run_id, shard)))
-    env = environment(info, {"run_id": run_id, "table": "timing", "shard": f"{shard.index}/{shard.count}",
-                             "seconds": round(time.perf_counter() - t0, 2), "min_time_s": plan.min_time,
+    with writes.guard():
+        df, info = run_bench(plan, progress=False if args.no_progress else None, on_backend=writes.partitions)
+    env = environment(info, {**writes.meta, "seconds": round(time.perf_counter() - t0, 2),
+                             "min_time_s": plan.min_time,
                              "copy_bandwidth": {d: {"gbps": g, "how": h} for d, (g, h) in plan.copy.items()}})
-    meta = store.write_meta(run_id, "timing" + shard.suffix, env)
-    plot = meta.with_name(f"timing_gbps{shard.suffix}.png")
-    plot_gbps(df, plot)
-    print(f"\nrun {run_id}: {len(df)} timings -> {store.root}/timing/ ({_written(store, written)}); "
+    plot = writes.status.with_name(f"timing_gbps{shard.suffix}.png")
+    try:
+        plot_gbps(df, plot)
+    except OSError as exc:
+        raise writes.fail(exc) from None
+    meta = writes.complete(env)
+    print(f"\nrun {run_id}: {len(df)} timings -> {store.root}/timing/ ({writes.kept()}); "
           f"env and plot: {meta.parent}")
     for d, (g, h) in plan.copy.items():
         print(f"copy bandwidth {d}: {g:.1f} GB/s ({h})")
@@ -224,15 +304,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
     tables = {t: store.load(t, problems) for t in ("accuracy", "timing")}
     for p in problems:
         print(f"warning: skipped {p}", file=sys.stderr)
-    base, new = resolve(tables, args.base), resolve(tables, args.new)
+    try:
+        base, new = resolve(tables, args.base), resolve(tables, args.new)
+    except UsageError as exc:
+        raise UsageError(f"{exc}{f' ({len(problems)} skipped file(s) or run(s) listed above)' if problems else ''}"
+                         ) from None
     result = compare(base, new, th)
     md = render_markdown(result, args.base, args.new, th)
+    if problems:
+        md += (f"\n## Skipped ({len(problems)})\n\nThese files or runs could not be used, so the comparison "
+               "may be missing rows:\n\n" + "".join(f"- {p}\n" for p in problems))
     out = Path(args.out) if args.out else default_report_path(store.root, args.base, args.new)
     atomic_write(out, lambda tmp: tmp.write_text(md, encoding="utf-8"))
     csv = write_csv(result, out)
     print(md)
     print(f"-> {out}, {csv.name}")
-    return 1 if result.regressions else 0
+    if result.regressions:
+        return EXIT_REGRESSION
+    return EXIT_SKIPPED if problems else EXIT_OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -240,24 +329,31 @@ def cmd_report(args: argparse.Namespace) -> int:
     import tempfile
 
     from suite import report
+    from suite.store import Store, partial_prefix
 
     store = _readable_store(args.store)
-    out = Path(args.out)
+    out = Path(args.out) if args.out else store.root / "report"
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {args.out!r} exists and is not a directory")
+        raise UsageError(f"--out {str(out)!r} exists and is not a directory")
     data = report.load(store, split_list(args.runs))
+    Store(out).check_writable()  # before the work, and clears a killed report's leftovers
     for p in data.problems:
         print(f"warning: skipped {p}", file=sys.stderr)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
+    tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(), dir=out))
     try:  # everything is built first, then moved into place
         paths = report.write(data, tmp, report.header(data, store))
         for p in paths:
             os.replace(p, out / p.name)
+    except OSError as exc:
+        raise StoreWriteError(f"writing the report to {out} failed ({os_reason(exc)}); the previous report "
+                              "files there are kept as they were, except any already replaced") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"report -> {out}/report.md, {out}/report.html ({len(paths) - 2} PNG/CSV files beside them)")
-    return 0
+    if data.problems:
+        print(f"{len(data.problems)} file(s) or run(s) skipped: listed above and in report.md", file=sys.stderr)
+        return EXIT_SKIPPED
+    return EXIT_OK
 
 
 def _readable_store(path: str):
@@ -265,8 +361,8 @@ def _readable_store(path: str):
 
     store = Store(path)
     if not store.root.is_dir():
-        raise UsageError(f"--store {path!r} is not a directory; a store is written by `python -m suite run` "
-                         "and `python -m suite bench` (default: results)")
+        raise UsageError(f"--store {path!r} is not a directory; a store is written by `python -m suite run` and "
+                         f"`python -m suite bench` (default: {DEFAULT_STORE}; the published store: {PUBLISHED_STORE})")
     return store
 
 
@@ -283,10 +379,10 @@ def cmd_import_benchmark(args: argparse.Namespace) -> int:
     if df.empty:
         raise UsageError(f"{args.json!r} holds no benchmarks from suite/tests/test_benchmarks.py")
     store, run_id, shard = _store_plan(args.store, args.run_id)
-    paths = store.write_table("timing", df, run_id, shard)
-    store.write_meta(run_id, "timing", {"run_id": run_id, "table": "timing", "source": args.json,
-                                        "command": sys.argv})
-    print(f"run {run_id}: {len(df)} timings -> {_written(store, paths)}")
+    writes = _Writes(store, "timing", run_id, shard, {"source": args.json})
+    writes.partitions(df)
+    writes.complete(writes.meta)
+    print(f"run {run_id}: {len(df)} timings -> {writes.kept()}")
     return 0
 
 
@@ -315,11 +411,28 @@ def main(argv: list[str] | None = None) -> int:
                     "compare": cmd_compare, "report": cmd_report, "list": cmd_list}
         return commands[args.command](args)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreWriteError as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_IO
     except KeyboardInterrupt:
-        print("interrupted: finished partitions are kept, nothing half-written", file=sys.stderr)
-        return 130
+        print("interrupted: finished partitions are kept, nothing half-written; the run stays marked incomplete",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `... | head`: the reader left; results were written before printing
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return EXIT_OK
+    except OSError as exc:  # a file-system failure outside the store's writes (an output file, a read)
+        print(f"error: {os_reason(exc)}{f': {exc.filename}' if exc.filename else ''}", file=sys.stderr)
+        return EXIT_IO
+    except Exception as exc:
+        if os.environ.get("SUITE_TRACEBACK"):
+            raise
+        print(f"internal error (a bug; SUITE_TRACEBACK=1 shows the traceback): {type(exc).__name__}: "
+              f"{_one_line(exc)}", file=sys.stderr)
+        return EXIT_BUG
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())

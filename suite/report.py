@@ -73,8 +73,9 @@ def load(store: Store, runs: list[str] | None) -> Data:
         newest_run[t] = latest(df, ["backend_version", *(ACC_KEY if t == "accuracy" else SPEED_KEY)])
     if newest_run["accuracy"].empty and newest_run["timing"].empty:
         where = f"runs {', '.join(runs)}" if runs else f"store {store.root}"
-        raise UsageError(f"no results in {where}; write some with `python -m suite run` / `python -m suite bench`"
-                         " (or `nox -s numpy`)")
+        skipped = f" ({len(problems)} file(s) or run(s) skipped: {problems[0]}...)" if problems else ""
+        raise UsageError(f"no results in {where}{skipped}; write some with `python -m suite run` / "
+                         "`python -m suite bench` (or `nox -s numpy`)")
     return Data(newest_run["accuracy"], newest_run["timing"], problems, raw)
 
 
@@ -392,17 +393,24 @@ def build(data: Data, out: Path) -> list[Section]:
         "side still leave a 1-in-6 chance per configuration that drift alone lines them up.",
         {"": (ver, False)}))
     images = []
-    if plot_error_vs_magnitude(acc, out / "error_vs_magnitude.png"):
+    if len(acc) and plot_error_vs_magnitude(acc, out / "error_vs_magnitude.png"):
         images.append(("Where each implementation breaks down", "error_vs_magnitude.png",
                        "Worst graded ULP error over all frameworks for softmax forward, against the largest "
                        "|logit / T| of each catalog case; points on the dashed top line returned NaN/inf "
                        "where the exact answer is finite."))
-    if plot_speed(tim, out / "gbps_vs_vocab.png"):
+    if len(tim) and plot_speed(tim, out / "gbps_vs_vocab.png"):
         images.append(("Throughput against vocabulary size", "gbps_vs_vocab.png",
                        "GB/s of the fused softmax and cross-entropy against the number of classes (solid "
                        "forward, dashed forward+backward), with each device's copy bandwidth dotted."))
     for title, name, note in images:
         sections.append(Section(title, note, {}, image=name))
+    if data.problems:
+        sections.append(Section(
+            "Skipped",
+            f"{len(data.problems)} file(s) or run(s) of the store could not be used and are left out of every "
+            "table above: unreadable (truncated, failed page checksum), foreign, wrongly typed, or from a run "
+            "that did not complete. `python -m suite report` exits with status 3 when this section is present.",
+            {"": (pd.DataFrame({"skipped (path or run: reason)": data.problems}), False)}))
     return sections
 
 
@@ -414,6 +422,8 @@ def render_md(sections: list[Section], header: str) -> str:
     parts = [header]
     for s in sections:
         parts.append(f"## {s.title}\n\n{s.note}\n")
+        if not s.tables and not s.image:
+            parts.append("_no data in the store_\n")
         for sub, (df, index) in s.tables.items():
             if sub:
                 parts.append(f"### {sub}\n")
@@ -427,6 +437,8 @@ def render_html(sections: list[Section], header: str, out: Path) -> str:
     body = [f"<h1>softmax-suite report</h1><p class='note'>{html.escape(header.split(chr(10), 2)[-1])}</p>"]
     for s in sections:
         body.append(f"<h2>{html.escape(s.title)}</h2><p class='note'>{html.escape(s.note)}</p>")
+        if not s.tables and not s.image:
+            body.append("<p><em>no data in the store</em></p>")
         for sub, (df, index) in s.tables.items():
             if sub:
                 body.append(f"<h3>{html.escape(sub)}</h3>")
@@ -465,4 +477,6 @@ def header(data: Data, store: Store) -> str:
     runs = sorted(set(data.accuracy.get("run_id", [])) | set(data.timing.get("run_id", [])))
     return (f"# softmax-suite report\n\nBuilt by `python -m suite report` from the store `{store.root}` "
             f"({len(runs)} runs; {len(data.accuracy)} accuracy rows, {len(data.timing)} timings). "
-            f"Main tables: {vers}.\n")
+            f"Main tables: {vers}."
+            + (f" **{len(data.problems)} file(s) or run(s) skipped** (see Skipped)." if data.problems else "")
+            + "\n")

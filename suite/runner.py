@@ -267,6 +267,41 @@ def _case_rows(plan: Plan, backend: BaseBackend, device: str, dtype: str, case: 
     return [_row(backend, device, dtype, ref, inp, key, batch.get(key), base) for key in keys]
 
 
+def _die_with_parent(parent: int) -> None:
+    """Initializer of the workers and the manager: end with the run's process, even when it is killed
+    with SIGKILL, instead of computing on for minutes (PR_SET_PDEATHSIG on Linux; a watcher thread
+    everywhere, which also covers a parent that died before the prctl)."""
+    import signal
+    import threading
+
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError, TypeError):  # not Linux: the watcher alone
+        pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
+def _pool(jobs: int, ctx):
+    """Worker processes that die with the parent and, when the parent's loop raises (a failed write,
+    ^C), drop the queued tasks instead of computing them first."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    class Pool(ProcessPoolExecutor):
+        def __exit__(self, exc_type, exc, tb):
+            self.shutdown(wait=True, cancel_futures=exc_type is not None)
+            return False
+
+    return Pool(jobs, mp_context=ctx, initializer=_die_with_parent, initargs=(os.getpid(),))
+
+
 def _worker(plan: Plan, dtype: str, queue) -> tuple[list[dict], RunInfo]:
     return run_slice(plan, [dtype], queue.put)
 
@@ -336,10 +371,12 @@ def run(plan: Plan, progress: bool | None = None, jobs: int = 1,
             finished(backend, rows)
     else:
         import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing.managers import SyncManager
 
         ctx = mp.get_context("spawn")  # frameworks are not fork-safe once started
-        with ctx.Manager() as manager, ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+        manager = SyncManager(ctx=ctx)
+        manager.start(_die_with_parent, (os.getpid(),))
+        with manager, _pool(jobs, ctx) as pool:
             queue = manager.Queue()
             tasks = _tasks(plan)
             futures = [pool.submit(_worker, p, d, queue) for p, d in tasks]

@@ -48,17 +48,70 @@ def select_cases(asked: list[str] | None, catalog: Sequence[Case] = CASES) -> li
     return [c for c in catalog if c.name in wanted or wanted & set(c.tags)]
 
 
+# A case file is read whole and then copied per dtype and backend (the reference in extended precision
+# is 16 bytes a value), so its arrays are capped before they are decompressed: a small .npz can
+# declare gigabytes.
+MAX_CASE_VALUES = 2**25  # 33,554,432 values in all (256 MiB as float64)
+
+
+def _npz_arrays(p: Path, where: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every array from the .npy headers inside the zip, read before any data is."""
+    import zipfile
+
+    from numpy.lib import format as npf
+
+    if not zipfile.is_zipfile(p):
+        with open(p, "rb") as f:
+            magic = f.read(6)
+        if magic == b"\x93NUMPY":
+            raise UsageError(f"{where} is a single .npy array, not an .npz; save it with "
+                             "numpy.savez(path, logits=..., targets=...)")
+        raise UsageError(f"{where} is not an .npz file (the zip of .npy arrays that numpy.savez writes)")
+    out = {}
+    try:
+        with zipfile.ZipFile(p) as z:
+            for info in z.infolist():
+                name = info.filename
+                if not name.endswith(".npy") or "/" in name:
+                    raise UsageError(f"{where} holds {name!r}, which is not a .npy array of an .npz")
+                with z.open(info) as f:
+                    version = npf.read_magic(f)
+                    reader = {(1, 0): npf.read_array_header_1_0, (2, 0): npf.read_array_header_2_0}.get(version)
+                    if reader is None:
+                        raise UsageError(f"{where}: array {name[:-4]!r} has .npy format version {version}; "
+                                         "expected 1.0 or 2.0 (what numpy.savez writes for numeric arrays)")
+                    shape, _, dtype = reader(f)
+                out[name[:-4]] = (tuple(shape), dtype)
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bad zip or header: one line, no traceback
+        raise UsageError(f"{where} is not a readable .npz ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+                         ) from None
+    objects = [k for k, (_, d) in out.items() if d.hasobject]
+    if objects:
+        raise UsageError(f"{where}: {', '.join(map(repr, objects))} holds Python objects; only numeric arrays are "
+                         "read (pickles are never loaded)")
+    values = sum(int(np.prod(shape, dtype=np.float64)) for shape, _ in out.values())
+    if values > MAX_CASE_VALUES:
+        sizes = ", ".join(f"{k} {'x'.join(map(str, sh)) or 'scalar'} {d}" for k, (sh, d) in out.items())
+        raise UsageError(f"{where} declares {values:,} values ({sizes}); the limit is {MAX_CASE_VALUES:,} "
+                         "values per case file: split it into several files")
+    return out
+
+
 def load_case_file(path: str) -> Case:
     """An .npz with `logits` (classes last), optional `targets` and `temperature` (and `probs`)."""
     p = Path(path)
     where = f"case file {path!r}"
     if not p.is_file():
         raise UsageError(f"{where} does not exist")
+    _npz_arrays(p, where)  # refuses before decompressing anything
     try:
         with np.load(p, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except Exception as exc:  # not a zip, pickled objects, truncated...
-        raise UsageError(f"{where} is not a readable .npz ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # noqa: BLE001 - truncated or corrupt data behind a good header
+        raise UsageError(f"{where} is not a readable .npz ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:200]})") from None
     allowed = {"logits", "targets", "temperature", "probs"}
     if "logits" not in arrays:
         raise UsageError(f"{where} has no 'logits' array (found: {', '.join(arrays) or 'nothing'}); "
@@ -67,9 +120,9 @@ def load_case_file(path: str) -> Case:
     if extra:
         raise UsageError(f"{where} has unexpected arrays {sorted(extra)}; allowed: {sorted(allowed)}")
     logits = arrays["logits"]
-    if logits.dtype.kind not in "fiu" or logits.ndim == 0 or logits.shape[-1] == 0:
-        raise UsageError(f"{where}: 'logits' must be a real array with at least one class on its last "
-                         f"axis, got dtype {logits.dtype} shape {logits.shape}")
+    if logits.dtype.kind not in "fiu" or logits.ndim == 0 or logits.shape[-1] == 0 or logits.size == 0:
+        raise UsageError(f"{where}: 'logits' must be a real array with at least one row and one class on its "
+                         f"last axis, got dtype {logits.dtype} shape {logits.shape}")
     kwargs: dict = {}
     if "targets" in arrays:
         t = arrays["targets"]
@@ -88,6 +141,10 @@ def load_case_file(path: str) -> Case:
         pr = arrays["probs"]
         if pr.shape != logits.shape or pr.dtype.kind != "f":
             raise UsageError(f"{where}: 'probs' must be floats of the logits' shape {logits.shape}")
+        if not (np.isfinite(pr).all() and (pr >= 0).all()):
+            raise UsageError(f"{where}: 'probs' must be finite and non-negative (probability targets); found "
+                             f"{int(np.isnan(pr).sum())} NaN, {int(np.isinf(pr).sum())} infinite and "
+                             f"{int((pr < 0).sum())} negative values")
         kwargs["probs"] = pr
     return Case(name=p.stem, description=f"user logits from {p.name}", logits=logits.astype(np.float64),
                 tags=("user",), **kwargs)

@@ -174,6 +174,8 @@ def test_corrupt_file_is_reported_and_the_rest_is_used(report, tmp_path):
     bad = part / "20260103T000000Z-torn.parquet"
     bad.write_bytes(b"PAR1 torn")
     p = suite("report", "--store", str(store), "--out", str(tmp_path / "o"))
-    assert p.returncode == 0, p.stderr
+    assert p.returncode == 3, p.stderr  # done, but something was skipped
     assert "warning: skipped" in p.stderr and str(bad) in p.stderr and "unreadable" in p.stderr
-    assert "✔" in (tmp_path / "o" / "report.md").read_text()
+    md = (tmp_path / "o" / "report.md").read_text()
+    assert "✔" in md
+    assert "## Skipped" in md and f"{bad}: unreadable" in md and "1 file(s) or run(s) skipped" in md
