@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from cases import Case
 from suite.dtypes import divide_rounded, round_to, smallest_normal, spacing
 from suite.error_model import ulp_bound, units
 from suite.formulas import analytic_vjp
-from suite.ops import OPS
+from suite.ops import OPS, PASSES
 
 LD = np.longdouble
 EXTENDED = np.finfo(LD).nmant >= 63  # long double wider than float64 on this platform
@@ -107,6 +108,36 @@ class Reference:
 
     def for_impl(self, impl: str) -> dict[tuple[str, str], Expected]:
         return self.expected_temperature if impl == "temperature" else self.expected
+
+    def save(self, path: Path) -> None:
+        """As one .npz of plain arrays (no pickles), so worker processes computing other frameworks
+        of the same (case, dtype) load it instead of computing it again."""
+        arrays = {"x": self.x, "z": self.z, "temperature": np.float64(self.temperature), "probs": self.probs,
+                  "softmax_t1": self.softmax_t1, "same_t": np.bool_(self.expected_temperature is self.expected)}
+        arrays.update({f"cot/{op}": g for op, g in self.cotangents.items()})
+        for tag, table in (("e", self.expected), ("t", self.expected_temperature)):
+            for (op, pass_), e in table.items():
+                arrays.update({f"{tag}/{op}/{pass_}/value": e.value, f"{tag}/{op}/{pass_}/unit": e.unit,
+                               f"{tag}/{op}/{pass_}/bound": np.float64(e.bound)})
+        arrays["dtype"] = np.str_(next(iter(self.expected.values())).dtype)
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> Reference:
+        with np.load(path, allow_pickle=False) as f:
+            a = {k: f[k] for k in f.files}
+        dtype = str(a["dtype"])
+
+        def table(tag: str) -> dict[tuple[str, str], Expected]:
+            return {(op, p): Expected(a[f"{tag}/{op}/{p}/value"], a[f"{tag}/{op}/{p}/unit"], dtype,
+                                      float(a[f"{tag}/{op}/{p}/bound"])) for op in OPS for p in PASSES}
+
+        expected = table("e")
+        return cls(x=a["x"], z=a["z"], temperature=float(a["temperature"]), probs=a["probs"],
+                   cotangents={op: a[f"cot/{op}"] for op in OPS}, expected=expected,
+                   expected_temperature=expected if bool(a["same_t"]) else table("t"),
+                   softmax_t1=a["softmax_t1"])
 
 
 def cotangent(case: Case, op: str, shape: tuple[int, ...], dtype: str) -> np.ndarray:

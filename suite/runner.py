@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import queue as queue_mod
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,6 +51,23 @@ class Plan(Selection):
 
     cases: list[Case]
     threads: int | None = None  # intra-op threads per framework (None: the framework's default)
+    cache_dir: str | None = None  # where workers share references (one task per framework and dtype)
+
+
+def reference(plan: Plan, case: Case, dtype: str) -> Reference:
+    """compute_reference, shared through plan.cache_dir by the tasks of other frameworks: the first task
+    to need a (case, dtype) computes and stores it (atomic rename), the others load it."""
+    if plan.cache_dir is None:
+        return compute_reference(case, dtype)
+    index = next(i for i, c in enumerate(plan.cases) if c is case)
+    path = Path(plan.cache_dir) / f"{index}-{dtype}.npz"
+    if path.exists():
+        return Reference.load(path)
+    ref = compute_reference(case, dtype)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    ref.save(tmp)
+    os.replace(tmp, path)
+    return ref
 
 
 @dataclass
@@ -108,6 +127,7 @@ class Inputs:
 
 
 Key = tuple[str, str, str]  # (op, impl, pass)
+ACCURACY_THREADS = 1
 Step = Callable[[Any, Any, Any, Any], Any]  # (input, targets, probs, cotangent) -> output
 
 
@@ -236,7 +256,7 @@ def run_slice(plan: Plan, dtypes: list[str], tick: Callable[[str], None]) -> tup
         for case in plan.cases:
             for dtype in dtypes:
                 t0 = time.perf_counter()
-                ref = compute_reference(case, dtype)
+                ref = reference(plan, case, dtype)
                 info.add_time("reference", time.perf_counter() - t0)
                 for backend, device in pairs:
                     t0 = time.perf_counter()
@@ -362,8 +382,11 @@ def run(plan: Plan, progress: bool | None = None, jobs: int = 1,
             on_backend(df)
 
     jobs = max(1, min(jobs, len(plan.dtypes) * len(plan.backends)))
-    if jobs > 1 and plan.threads is None:  # workers share the cores: one thread each, no oversubscription
-        plan = replace(plan, threads=max(1, (os.cpu_count() or 1) // jobs))
+    if plan.threads is None:
+        # one intra-op thread per framework, whatever --jobs, the selection or the machine: a parallel
+        # reduction's result depends on how many threads split it (torch's on 262,147 classes does), and a
+        # row must not depend on what else was selected; the workers share the cores instead
+        plan = replace(plan, threads=ACCURACY_THREADS)
     if jobs == 1:
         for backend in plan.backends:
             rows, part = run_slice(replace(plan, backends=[backend]), plan.dtypes, tick)
@@ -376,7 +399,8 @@ def run(plan: Plan, progress: bool | None = None, jobs: int = 1,
         ctx = mp.get_context("spawn")  # frameworks are not fork-safe once started
         manager = SyncManager(ctx=ctx)
         manager.start(_die_with_parent, (os.getpid(),))
-        with manager, _pool(jobs, ctx) as pool:
+        with manager, _pool(jobs, ctx) as pool, tempfile.TemporaryDirectory(prefix="softmax-suite-refs-") as cache:
+            plan = replace(plan, cache_dir=cache)
             queue = manager.Queue()
             tasks = _tasks(plan)
             futures = [pool.submit(_worker, p, d, queue) for p, d in tasks]
