@@ -112,6 +112,16 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def score_table(s: pd.DataFrame) -> pd.DataFrame:
+    """Rejected / changed, in %, per mutation (rows) and dtype (columns), and over all dtypes."""
+    t = s.pivot_table(index=["pass", "op", "mutation"], columns="dtype", values="score %", aggfunc="first",
+                      sort=False)
+    t = t[[d for d in DTYPES if d in t.columns]]
+    g = s.groupby(["pass", "op", "mutation"], sort=False)
+    t["all"] = (100 * g.rejected.sum() / g.changed.sum()).round(1)
+    return t.reset_index()
+
+
 def main() -> None:
     df = grade_mutations()
     exact = df[df.mutation == "none (correctly rounded)"]
@@ -121,6 +131,9 @@ def main() -> None:
     total = s[["changed", "rejected", "effective but ok"]].sum()
     print(f"mutations that changed the rounded answer: {int(total.changed)}; rejected {int(total.rejected)} "
           f"({100 * total.rejected / total.changed:.1f}%); effective but passed: {int(total['effective but ok'])}")
+    print("\nrejected, % of the mutations that changed the rounded answer:")
+    print(score_table(s).to_markdown(index=False))
+    print("\nin detail:")
     print(s.to_markdown(index=False))
 
 

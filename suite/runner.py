@@ -388,10 +388,11 @@ def run(plan: Plan, progress: bool | None = None, jobs: int = 1,
         # row must not depend on what else was selected; the workers share the cores instead
         plan = replace(plan, threads=ACCURACY_THREADS)
     if jobs == 1:
-        for backend in plan.backends:
-            rows, part = run_slice(replace(plan, backends=[backend]), plan.dtypes, tick)
-            _merge(info, part)
-            finished(backend, rows)
+        with tempfile.TemporaryDirectory(prefix="softmax-suite-refs-") as cache:
+            for backend in plan.backends:
+                rows, part = run_slice(replace(plan, backends=[backend], cache_dir=cache), plan.dtypes, tick)
+                _merge(info, part)
+                finished(backend, rows)
     else:
         import multiprocessing as mp
         from multiprocessing.managers import SyncManager
@@ -400,7 +401,7 @@ def run(plan: Plan, progress: bool | None = None, jobs: int = 1,
         manager = SyncManager(ctx=ctx)
         manager.start(_die_with_parent, (os.getpid(),))
         with manager, _pool(jobs, ctx) as pool, tempfile.TemporaryDirectory(prefix="softmax-suite-refs-") as cache:
-            plan = replace(plan, cache_dir=cache)
+            plan = replace(plan, cache_dir=cache)  # references shared by the tasks of each dtype
             queue = manager.Queue()
             tasks = _tasks(plan)
             futures = [pool.submit(_worker, p, d, queue) for p, d in tasks]
