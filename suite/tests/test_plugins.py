@@ -341,3 +341,14 @@ def test_online_chunks_in_every_backend(backend):
         on = b.to_numpy(b.compile(step(b, "online", "log_softmax", pass_))(*args))
         sh = b.to_numpy(b.compile(step(b, "shifted", "log_softmax", pass_))(*args))
         np.testing.assert_allclose(on, sh, rtol=1e-13, atol=1e-13)
+
+
+def test_plugin_rows_reach_the_report(tmp_path):
+    """The stability matrix lists plug-in impls after the built-ins (rows op x impl)."""
+    from suite import report
+
+    df = _plugin_rows(EXAMPLES / "numpy_stable.py", impls=["shifted", "numpy_stable"]).reset_index()
+    df["run_id"] = "r"
+    table = report.stability(df)["cpu forward"]
+    assert "softmax · numpy_stable" in table.index and "softmax · shifted" in table.index
+    assert list(table.index).index("softmax · shifted") < list(table.index).index("softmax · numpy_stable")
