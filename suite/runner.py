@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 
 from cases import Case
-from suite import plugins
+from suite import formulas, plugins
 from suite.backend_api import BaseBackend
 from suite.dtypes import round_to
-from suite.formulas import FORMULAS, ONLINE_CHUNK, analytic_vjp, apply
+from suite.formulas import FORMULAS, analytic_vjp, apply
 from suite.metrics import score, tv_distance
 from suite.reference import Reference, compute_reference
 
@@ -235,7 +235,7 @@ def _row(backend: BaseBackend, device: str, dtype: str, ref: Reference, inp: Inp
     if op == "softmax" and pass_ == "forward" and got.shape == ref.softmax_t1.shape:
         row["tv_to_t1"] = tv_distance(got, ref.softmax_t1)
     if impl == "online":  # its recorded parameter
-        row["message"] = "; ".join(m for m in (row.get("message"), f"chunk {ONLINE_CHUNK}") if m)
+        row["message"] = "; ".join(m for m in (row.get("message"), f"chunk {formulas.ONLINE_CHUNK}") if m)
     return row
 
 

@@ -321,6 +321,7 @@ def test_online_is_as_good_as_shifted(monkeypatch, backend, chunk):
     worse = on[(sh == "ok") & (on != "ok")]
     assert worse.empty, worse.head(20)
     assert (on == "ok").sum() >= 0.95 * len(on)
+    assert (df[df.impl == "online"].message.str.contains(f"chunk {chunk}")).all()  # the recorded parameter
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
