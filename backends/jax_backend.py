@@ -40,6 +40,17 @@ class JaxPrimitives:
     def stop_gradient(self, x):
         return self.lax.stop_gradient(x)
 
+    def fold_chunks(self, step, carry, x, size):
+        """suite.formulas.fold_chunks as lax.scan (one compiled loop body): the chunks of x padded with
+        -inf to a whole number, which add exactly 0 to the running sum and never win the max."""
+        jnp, n = self.jnp, x.shape[-1]
+        if n <= size:
+            return step(carry, x)
+        count = -(-n // size)
+        padded = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, count * size - n)], constant_values=-jnp.inf)
+        chunks = jnp.moveaxis(padded.reshape(*x.shape[:-1], count, size), -2, 0)
+        return self.lax.scan(lambda c, xc: (step(c, xc), None), carry, chunks)[0]
+
     def first_max_mask(self, x):
         return self.jnp.arange(x.shape[-1]) == self.jnp.argmax(x, axis=-1)[..., None]
 
@@ -95,6 +106,9 @@ class Backend(BaseBackend):
 
     def put_targets(self, a, device):
         return self.jax.device_put(np.asarray(a, dtype=np.int64), self._device(device))
+
+    def is_array(self, x):
+        return isinstance(x, self.jax.Array)  # tracers too: plug-ins run under jax.jit
 
     def to_numpy(self, x):
         return np.asarray(x).astype(np.float64)

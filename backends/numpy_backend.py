@@ -6,6 +6,7 @@ import numpy as np
 
 from suite.backend_api import BaseBackend
 from suite.dtypes import np_dtype
+from suite.formulas import fold_chunks
 
 NAME = "numpy"
 REQUIRES = "numpy"
@@ -18,6 +19,7 @@ class NumpyPrimitives:
     log1p = staticmethod(np.log1p)
     where = staticmethod(np.where)
     zeros_like = staticmethod(np.zeros_like)
+    fold_chunks = staticmethod(fold_chunks)
 
     @staticmethod
     def max(x):
@@ -77,6 +79,9 @@ class Backend(BaseBackend):
     def copy_fn(self, src):
         dst = np.empty_like(src)
         return (lambda: np.copyto(dst, src)), "numpy.copyto"
+
+    def is_array(self, x):
+        return isinstance(x, (np.ndarray, np.generic))
 
     def to_numpy(self, x):
         return np.asarray(x).astype(np.float64)

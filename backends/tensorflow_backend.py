@@ -8,6 +8,7 @@ import os
 import numpy as np
 
 from suite.backend_api import BaseBackend, quiet_stderr
+from suite.formulas import fold_chunks
 
 NAME = "tensorflow"
 REQUIRES = "tensorflow"
@@ -18,6 +19,7 @@ class TFPrimitives:
     def __init__(self, tf) -> None:
         self.tf = tf
         self.exp, self.log, self.log1p = tf.math.exp, tf.math.log, tf.math.log1p
+        self.fold_chunks = fold_chunks
         self.where, self.zeros_like, self.mean = tf.where, tf.zeros_like, tf.reduce_mean
 
     def max(self, x):
@@ -87,6 +89,9 @@ class Backend(BaseBackend):
     def put_targets(self, a, device):
         with self.tf.device(self._dev(device)):
             return self.tf.constant(np.asarray(a, dtype=np.int64))
+
+    def is_array(self, x):
+        return self.tf.is_tensor(x)
 
     def to_numpy(self, x):
         return self.tf.cast(x, self.tf.float64).numpy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from suite.backend_api import BaseBackend
+from suite.formulas import fold_chunks
 
 NAME = "torch"
 REQUIRES = "torch"
@@ -15,6 +16,7 @@ class TorchPrimitives:
     def __init__(self, torch) -> None:
         self.t = torch
         self.exp, self.log, self.log1p = torch.exp, torch.log, torch.log1p
+        self.fold_chunks = fold_chunks
         self.where, self.zeros_like, self.mean = torch.where, torch.zeros_like, torch.mean
 
     def max(self, x):
@@ -80,6 +82,9 @@ class Backend(BaseBackend):
 
     def put_targets(self, a, device):
         return self.torch.as_tensor(np.asarray(a, dtype=np.int64), device=self._dev(device))
+
+    def is_array(self, x):
+        return isinstance(x, self.torch.Tensor)
 
     def to_numpy(self, x):
         return x.detach().to("cpu", self.torch.float64).numpy()

@@ -70,6 +70,10 @@ class BaseBackend:
         """A framework array -> float64 numpy (exact upcast), after the device is done."""
         raise NotImplementedError
 
+    def is_array(self, x: Any) -> bool:
+        """Whether x is this framework's array (a plug-in's result is checked with it)."""
+        raise NotImplementedError
+
     def fused(self, op: str, x: Array, targets: Array, probs: Array) -> Array:
         raise NotImplementedError
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from suite import plugins
 from suite.dtypes import np_dtype
 from suite.runner import RunInfo, Selection, loaded
 from suite.store import Shard
@@ -79,6 +80,9 @@ def run_bench(plan: BenchPlan, progress: bool | None = None,
             copy_gbps, _ = _copy_for(plan, device, backend)
             free = backend.free_memory(device)
             for (batch, vocab), dtype, op, impl, pass_ in mine:
+                if not plugins.runs_on(impl, name):  # a plug-in is timed on its own framework only
+                    bar.update(1)
+                    continue
                 bar.set_postfix_str(f"{name} {device} {dtype} {batch}x{vocab}", refresh=False)
                 bar.update(1)
                 itemsize = np_dtype(dtype).itemsize

@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--case-file", action="append", metavar="F.npz",
                      help="your own logits (npz: logits, optional targets, temperature)")
     _store_args(run)
+    _plugin_option(run)
     run.add_argument("--jobs", type=int, default=None, metavar="N",
                      help="worker processes, one dtype each (default: number of CPUs)")
     bench = sub.add_parser("bench", help="time every backend/device/dtype/op/impl over a size sweep")
@@ -52,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="batch x vocab list, e.g. 64x131072,256x8192 (default: a sweep of 4 KiB .. 256 MiB)")
     bench.add_argument("--min-time", type=float, default=0.2, help="seconds of measured rounds (default 0.2)")
     _store_args(bench)
+    _plugin_option(bench)
     imp = sub.add_parser("import-benchmark", help="add a pytest-benchmark JSON to the store's timing table")
     imp.add_argument("json", metavar="BENCHMARK.json")
     _store_option(imp)
@@ -94,6 +96,26 @@ def _store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="run only slice I of N of the matrix (deterministic; the N slices merge in the store)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _plugin_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plugin", action="append", metavar="FILE.py|module",
+                   help="grade an implementation from outside the suite (repeatable; README: Plug-ins); "
+                        "installed packages' entry points (softmax_suite.plugins) load too")
+
+
+def _plugins(args: argparse.Namespace, names: list[str], default: list[str]) -> tuple[list[str], list]:
+    """--impls with the plug-ins (loaded and checked first) as choices and in the default."""
+    from suite import plugins
+
+    found = plugins.load_all(args.plugin)
+    extra = [p.name for p in found]
+    impls = choose("impls", split_list(args.impls), [*IMPLS, *extra], [*default, *extra])
+    idle = [p for p in found if p.name in impls and p.framework not in names]
+    if idle and args.impls is not None:
+        raise UsageError("; ".join(f"plug-in {p.name!r} runs on {p.framework}, which --backends leaves out"
+                                   for p in idle) + f"; selected backends: {', '.join(names)}")
+    return impls, [p for p in found if p.name in impls]
 
 
 def _store_plan(store: str, run_id: str | None, shard: str | None = None):
@@ -185,7 +207,7 @@ def _plan(args: argparse.Namespace):
     names = _backends(args)
     dtypes = choose("dtypes", split_list(args.dtypes), DTYPES, DTYPES)
     ops = choose("ops", split_list(args.ops), OPS, OPS)
-    impls = choose("impls", split_list(args.impls), IMPLS, IMPLS)
+    impls, used = _plugins(args, names, list(IMPLS))
     passes = choose("passes", split_list(args.passes), PASSES, PASSES)
     devices = choose("devices", split_list(args.devices), DEVICES, DEVICES)
     files = split_list(args.case_file) or []
@@ -200,7 +222,14 @@ def _plan(args: argparse.Namespace):
         raise UsageError("no cases selected")
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"--jobs must be a positive integer, got {args.jobs}")
-    return Plan(backends=names, devices=devices, dtypes=dtypes, ops=ops, impls=impls, passes=passes, cases=cases)
+    return Plan(backends=names, devices=devices, dtypes=dtypes, ops=ops, impls=impls, passes=passes, cases=cases,
+                plugins=[p.source for p in used])
+
+
+def _described(impls: list[str]) -> list[dict]:
+    from suite import plugins
+
+    return [p.describe() for name in impls if (p := plugins.get(name)) is not None]
 
 
 def _written(store, paths: list[Path]) -> str:
@@ -228,7 +257,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         df, info = run(plan, progress=False if args.no_progress else None, jobs=jobs, on_backend=writes.partitions)
     seconds = time.perf_counter() - t0
     env = environment(info, {**writes.meta, "seconds": round(seconds, 2), "jobs": jobs, "rows": len(df),
-                             "cases": [c.name for c in plan.cases]})
+                             "cases": [c.name for c in plan.cases], "plugins": _described(plan.impls)})
     meta = writes.complete(env)
     print(f"\nrun {run_id}: {len(df)} rows in {seconds:.1f} s -> {store.root}/accuracy/ "
           f"({writes.kept()}); env: {meta}")
@@ -258,10 +287,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if not args.min_time > 0:
         raise UsageError(f"--min-time must be positive, got {args.min_time}")
+    impls, _ = _plugins(args, names, BENCH_DEFAULTS["impls"])
     chosen = dict(devices=choose("devices", split_list(args.devices), DEVICES, DEVICES),
                   dtypes=choose("dtypes", split_list(args.dtypes), DTYPES, BENCH_DEFAULTS["dtypes"]),
                   ops=choose("ops", split_list(args.ops), OPS, BENCH_DEFAULTS["ops"]),
-                  impls=choose("impls", split_list(args.impls), IMPLS, BENCH_DEFAULTS["impls"]),
+                  impls=impls,
                   passes=choose("passes", split_list(args.passes), PASSES, PASSES))
     store, run_id, shard = _store_plan(args.store, args.run_id, args.shard)  # after every other check
     plan = BenchPlan(backends=names, **chosen, sizes=sizes, min_time=args.min_time, threads=threads_for_timing(),
@@ -272,7 +302,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         df, info = run_bench(plan, progress=False if args.no_progress else None, on_backend=writes.partitions)
     env = environment(info, {**writes.meta, "seconds": round(time.perf_counter() - t0, 2),
                              "min_time_s": plan.min_time,
-                             "copy_bandwidth": {d: {"gbps": g, "how": h} for d, (g, h) in plan.copy.items()}})
+                             "copy_bandwidth": {d: {"gbps": g, "how": h} for d, (g, h) in plan.copy.items()},
+                             "plugins": _described(plan.impls)})
     plot = writes.status.with_name(f"timing_gbps{shard.suffix}.png")
     try:
         plot_gbps(df, plot)

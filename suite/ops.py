@@ -12,8 +12,8 @@ OPS: tuple[str, ...] = (
 )
 ROW_OPS = ("softmax", "log_softmax")  # output has the logits' shape
 PASSES: tuple[str, ...] = ("forward", "backward")
-IMPLS: tuple[str, ...] = ("naive", "shifted", "temperature", "shifted_log1p", "fused")
-STABLE_IMPLS: tuple[str, ...] = ("shifted", "shifted_log1p", "fused")
+IMPLS: tuple[str, ...] = ("naive", "shifted", "temperature", "shifted_log1p", "online", "fused")
+STABLE_IMPLS: tuple[str, ...] = ("shifted", "shifted_log1p", "online", "fused")
 DEVICES: tuple[str, ...] = ("cpu", "gpu")
 # nonfinite: NaN/inf where the exact answer is finite; wrong_special: not the exact NaN/+-inf where the
 # answer is one (suite.metrics)

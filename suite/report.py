@@ -107,7 +107,8 @@ def stability(acc: pd.DataFrame) -> dict[str, pd.DataFrame]:
             cells = cells.unstack(["backend", "dtype"])
             cols = [(b, d) for b in _ordered(sub.backend.unique(), BACKEND_ORDER)
                     for d in _ordered(sub.dtype.unique(), DTYPE_ORDER) if (b, d) in cells.columns]
-            rows = [(o, i) for o in OPS for i in IMPLS if (o, i) in cells.index]
+            impls = _ordered(sub.impl.unique(), IMPLS)  # built-ins, then plug-ins by name
+            rows = [(o, i) for o in OPS for i in impls if (o, i) in cells.index]
             t = cells.reindex(index=rows, columns=cols).fillna("")
             t.columns = [f"{b} {d}" for b, d in t.columns]
             t.index = [f"{o} · {i}" for o, i in t.index]

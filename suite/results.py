@@ -35,6 +35,7 @@ def _git_commit() -> str | None:
 
 def environment(info, extra: dict | None = None) -> dict:
     """env.json: versions, machine, devices, threads, commit, time and the command line."""
+    from suite.formulas import ONLINE_CHUNK
     from suite.reference import EXTENDED, LD
 
     env = {
@@ -54,6 +55,7 @@ def environment(info, extra: dict | None = None) -> dict:
         "threads": info.threads,
         "skipped": info.skipped,
         "cpu_seconds": info.seconds,
+        "online_chunk": ONLINE_CHUNK,  # classes per chunk of the `online` implementation
     }
     if extra:
         env.update(extra)

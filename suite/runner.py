@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from cases import Case
+from suite import formulas, plugins
 from suite.backend_api import BaseBackend
 from suite.dtypes import round_to
 from suite.formulas import FORMULAS, analytic_vjp, apply
@@ -52,6 +53,7 @@ class Plan(Selection):
     cases: list[Case]
     threads: int | None = None  # intra-op threads per framework (None: the framework's default)
     cache_dir: str | None = None  # where workers share references (one task per framework and dtype)
+    plugins: list[plugins.Source] = field(default_factory=list)  # loaded again in worker processes
 
 
 def reference(plan: Plan, case: Case, dtype: str) -> Reference:
@@ -135,6 +137,9 @@ def _op_fn(backend: BaseBackend, impl: str, op: str, temperature: float, t: Any,
     """The op of one implementation as a function of its input array (x, or z for `temperature`)."""
     if impl == "fused":
         return lambda x: backend.fused(op, x, t, p)
+    plugin = plugins.get(impl)
+    if plugin is not None:  # its own function of x, its result checked
+        return lambda x: plugins.call(plugin, backend, op, x, t, p)
     if impl == "temperature":  # seed 002 as a user writes it: softmax(z / T), T a Python float
         return lambda z: apply(FORMULAS["naive"], op, backend.xp, z / temperature, t, p)
     formula = FORMULAS[impl]
@@ -152,8 +157,13 @@ def step(backend: BaseBackend, impl: str, op: str, pass_: str, temperature: floa
         # numpy: the analytic gradient from the implementation's own softmax (seed 003)
         T = temperature if impl == "temperature" else 1.0
         x = a / T if impl == "temperature" else a
-        s = backend.fused("softmax", x, t, p) if impl == "fused" else FORMULAS[
-            "naive" if impl == "temperature" else impl].softmax(backend.xp, x)
+        if impl == "fused":
+            s = backend.fused("softmax", x, t, p)
+        elif (plugin := plugins.get(impl)) is not None:
+            plugins.softmax_for_vjp(plugin, op)
+            s = plugins.call(plugin, backend, "softmax", x, t, p)
+        else:
+            s = FORMULAS["naive" if impl == "temperature" else impl].softmax(backend.xp, x)
         return analytic_vjp(op, np.asarray(s), np.asarray(t), np.asarray(p), np.asarray(g), T)
 
     return forward if pass_ == "forward" else backward
@@ -244,6 +254,8 @@ def _row(backend: BaseBackend, device: str, dtype: str, ref: Reference, inp: Inp
             f"; {row['message']}" if row.get("message") else "")
     if op == "softmax" and pass_ == "forward" and got.shape == ref.softmax_t1.shape:
         row["tv_to_t1"] = tv_distance(got, ref.softmax_t1)
+    if impl == "online":  # its recorded parameter
+        row["message"] = "; ".join(m for m in (row.get("message"), f"chunk {formulas.ONLINE_CHUNK}") if m)
     return row
 
 
@@ -251,6 +263,7 @@ def run_slice(plan: Plan, dtypes: list[str], tick: Callable[[str], None]) -> tup
     """Rows for the given dtypes; `tick(case_name)` after each (case, dtype)."""
     rows: list[dict] = []
     info = RunInfo()
+    plugins.ensure(plan.plugins)
     pairs = targets(plan, info)
     with np.errstate(all="ignore"):
         for case in plan.cases:
@@ -271,7 +284,8 @@ def _case_rows(plan: Plan, backend: BaseBackend, device: str, dtype: str, case: 
     base = {"backend": backend.name, "backend_version": backend.version, "device": device,
             "dtype": dtype, "case": case.name, "n_classes": case.n_classes,
             "temperature": case.temperature, "tags": ",".join(case.tags)}
-    keys = [(op, impl, pass_) for op in plan.ops for impl in plan.impls for pass_ in plan.passes]
+    impls = [i for i in plan.impls if plugins.runs_on(i, backend.name)]  # a plug-in: its framework only
+    keys = [(op, impl, pass_) for op in plan.ops for impl in impls for pass_ in plan.passes]
     try:
         inp = _put_inputs(backend, device, dtype, ref, case.targets)
     except Exception as exc:  # noqa: BLE001 - the framework refuses this dtype/device outright
@@ -279,11 +293,15 @@ def _case_rows(plan: Plan, backend: BaseBackend, device: str, dtype: str, case: 
         return [{**base, "op": k[0], "impl": k[1], "pass": k[2], "verdict": verdict, "message": message,
                  "exact_finite": ref.for_impl(k[1])[(k[0], k[2])].all_finite} for k in keys]
     batch: dict[Key, Any] = {}
-    if backend.compile_matrix:
-        try:
-            batch = compute_group(backend, keys, inp)
-        except Exception:  # noqa: BLE001 - one bad impl: redo row by row to find it
-            batch = {}
+    if backend.compile_matrix:  # the built-ins in one program, each plug-in's ops in one of its own
+        groups = [[k for k in keys if plugins.get(k[1]) is None]] + [
+            [k for k in keys if k[1] == name and k[0] in plugins.get(name).ops] for name in impls
+            if plugins.get(name) is not None]
+        for group in filter(None, groups):
+            try:
+                batch.update(compute_group(backend, group, inp))
+            except Exception:  # noqa: BLE001 - one bad impl: redo row by row to find it
+                pass
     return [_row(backend, device, dtype, ref, inp, key, batch.get(key), base) for key in keys]
 
 

@@ -88,7 +88,7 @@ LOG1P_AUTODIFF_CASES = (*LARGE_OFFSET, "llm_vocab32000_T0.01", "llm_vocab32000_T
                         "normal_scale_1", "normal_scale_100", "seed003_linspace1", "ties_4096_equal",
                         "vocab_131071_odd", "vocab_131072_normal", "vocab_262147_odd")
 WIDE_CASES = ("vocab_131071_odd", "vocab_152064_spiky", "llm_vocab32000_T0.7")
-STABLE_FORMULAS = ("shifted", "shifted_log1p")
+STABLE_FORMULAS = ("shifted", "shifted_log1p", "online")
 # Measured on CPU with torch 2.13.0, tensorflow-cpu 2.21.0, jax 0.10.2, numpy 2.4 / scipy 1.17 under the
 # error model of suite/error_model.py (README: What the CPU run shows). GPU rows: see the README.
 KNOWN: list[Known] = [

@@ -1,0 +1,244 @@
+"""Implementations from outside the suite: a plug-in file, a module, or an installed package's entry point.
+
+A plug-in declares FRAMEWORK (a backend name), an optional NAME (its `impl` value) and any of the ops
+in SIGNATURES, taking and returning that framework's arrays (README: Plug-ins). Everything that can
+be checked without computing is checked at load time, so a bad plug-in stops the run before any row
+(exit 2); what only shows at run time (an exception, a result of the wrong kind) becomes a row.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from suite.ops import IMPLS
+from suite.selection import UsageError
+
+GROUP = "softmax_suite.plugins"  # the entry-point group installed packages register under
+SIGNATURES: dict[str, tuple[str, ...]] = {
+    "softmax": ("x",), "log_softmax": ("x",), "logsumexp": ("x",), "cross_entropy": ("x", "targets"),
+    "cross_entropy_mean": ("x", "targets"), "soft_cross_entropy": ("x", "probs"),
+}
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")  # a table value and a --impls list item: no commas
+
+
+class PluginUnsupported(NotImplementedError):
+    """The plug-in does not define what this row needs: an `unsupported` row."""
+
+
+class PluginError(RuntimeError):
+    """The plug-in raised, or returned something that is not the op's result: an `error` row."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a plug-in comes from; picklable, so worker processes can load it again."""
+
+    ref: str  # a .py path, "pkg.module" or "pkg.module:attr"
+    default_name: str
+    label: str  # how messages name it
+
+
+@dataclass
+class Plugin:
+    name: str
+    framework: str
+    source: Source
+    ops: dict[str, Callable[..., Any]] = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        """For env.json: enough to tell which code produced the rows."""
+        out = {"name": self.name, "framework": self.framework, "source": self.source.label,
+               "ops": sorted(self.ops)}
+        path = Path(self.source.ref)
+        if path.suffix == ".py" and path.is_file():
+            out["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        return out
+
+
+_REGISTRY: dict[str, Plugin] = {}
+
+
+def get(impl: str) -> Plugin | None:
+    return _REGISTRY.get(impl)
+
+
+def names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def runs_on(impl: str, backend: str) -> bool:
+    """Built-ins run everywhere; a plug-in only on its own framework's backend (no rows elsewhere)."""
+    p = _REGISTRY.get(impl)
+    return p is None or p.framework == backend
+
+
+def clear() -> None:
+    _REGISTRY.clear()
+
+
+def _is_file(ref: str) -> bool:
+    return ref.endswith(".py") or "/" in ref or "\\" in ref
+
+
+def source_of(ref: str) -> Source:
+    """A --plugin value: a file (named by its stem) or a module (named by its last component)."""
+    if _is_file(ref):
+        return Source(ref=ref, default_name=Path(ref).stem, label=ref)
+    return Source(ref=ref, default_name=ref.split(":")[-1].split(".")[-1], label=f"module {ref}")
+
+
+def entry_point_sources() -> list[Source]:
+    """Every plug-in installed packages register in the entry-point group `softmax_suite.plugins`."""
+    eps = importlib.metadata.entry_points(group=GROUP)
+    return [Source(ref=ep.value, default_name=ep.name, label=f"entry point {ep.name} = {ep.value} ({GROUP})")
+            for ep in eps]
+
+
+def _import(src: Source) -> Any:
+    where = src.label
+    try:
+        if _is_file(src.ref):
+            path = Path(src.ref)
+            if not path.is_file():
+                raise UsageError(f"plug-in {where}: no such file")
+            stem = re.sub(r"\W", "_", path.stem)
+            modname = f"softmax_suite_plugin_{stem}_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}"
+            spec = importlib.util.spec_from_file_location(modname, path)
+            if spec is None or spec.loader is None:
+                raise UsageError(f"plug-in {where}: cannot be loaded as a Python module")
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[modname] = mod
+            spec.loader.exec_module(mod)
+            return mod
+        module, _, attr = src.ref.partition(":")
+        obj = importlib.import_module(module)
+        return functools.reduce(getattr, attr.split("."), obj) if attr else obj
+    except UsageError:
+        raise
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - anything the plug-in's import does is its problem
+        text = str(exc).strip().splitlines()
+        raise UsageError(f"plug-in {where}: import failed: {type(exc).__name__}: {text[0] if text else ''}") from None
+
+
+def load(src: Source) -> Plugin:
+    """Import and check one plug-in; a UsageError (one line naming it) for anything wrong."""
+    from suite.backend_api import discover
+
+    mod = _import(src)
+    where = f"plug-in {src.label}"
+    known = discover()
+    fw = getattr(mod, "FRAMEWORK", None)
+    if fw is None:
+        raise UsageError(f"{where}: no FRAMEWORK; set FRAMEWORK to one of {', '.join(known)}")
+    if fw not in known:
+        raise UsageError(f"{where}: unknown FRAMEWORK {fw!r}; valid: {', '.join(known)}")
+    if not known[fw].installed:
+        raise UsageError(f"{where}: FRAMEWORK {fw!r} is not installed ({known[fw].install_hint})")
+    name = getattr(mod, "NAME", src.default_name)
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise UsageError(f"{where}: NAME {name!r} must be a string of letters, digits and _ . + - "
+                         "(it is the impl value in every table)")
+    if name in IMPLS:
+        raise UsageError(f"{where}: NAME {name!r} clashes with the built-in implementation {name!r}; "
+                         f"set NAME to something else (built-ins: {', '.join(IMPLS)})")
+    ops: dict[str, Callable[..., Any]] = {}
+    for op, params in SIGNATURES.items():
+        fn = getattr(mod, op, None)
+        if fn is None:
+            continue
+        call = f"{op}({', '.join(params)})"
+        if not callable(fn):
+            raise UsageError(f"{where}: {op} is a {type(fn).__name__}, not a function callable as {call}")
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):  # a builtin without a signature: trust it
+            sig = None
+        if sig is not None:
+            try:
+                sig.bind(*params)
+            except TypeError:
+                raise UsageError(f"{where}: {op}{sig} cannot be called as {call}") from None
+        ops[op] = fn
+    if not ops:
+        raise UsageError(f"{where}: defines none of {', '.join(SIGNATURES)}")
+    return Plugin(name=name, framework=fw, source=src, ops=ops)
+
+
+def register(plugins: list[Plugin]) -> None:
+    """Add plug-ins to the registry; one NAME per plug-in, across every source."""
+    for p in plugins:
+        other = _REGISTRY.get(p.name)
+        if other is not None and other.source != p.source:
+            raise UsageError(f"plug-in {p.source.label}: NAME {p.name!r} is already the name of plug-in "
+                             f"{other.source.label}; set NAME in one of them")
+        _REGISTRY[p.name] = p
+
+
+def load_all(refs: list[str] | None, entry_points: bool = True) -> list[Plugin]:
+    """--plugin values (files or modules) and, by default, the installed entry points; registered."""
+    sources = list(dict.fromkeys(source_of(r) for r in (refs or [])))
+    if entry_points:
+        sources += [s for s in entry_point_sources() if s not in sources]
+    found = [load(s) for s in sources]
+    register(found)
+    return found
+
+
+def ensure(sources: list[Source]) -> None:
+    """In a worker process: load again the plug-ins the main process checked."""
+    missing = [s for s in sources if not any(p.source == s for p in _REGISTRY.values())]
+    register([load(s) for s in missing])
+
+
+def _expected_shape(op: str, shape: tuple) -> tuple:
+    if op in ("softmax", "log_softmax"):
+        return shape
+    return () if op == "cross_entropy_mean" else shape[:-1]
+
+
+def _kind(out: Any) -> str:
+    t = type(out)
+    return f"a Python {t.__name__}" if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+def call(plugin: Plugin, backend: Any, op: str, x: Any, targets: Any, probs: Any) -> Any:
+    """The plug-in's op on x, its result checked: the backend's array type, the op's shape, x's dtype."""
+    fn = plugin.ops.get(op)
+    who = f"plug-in {plugin.name!r}"
+    if fn is None:
+        raise PluginUnsupported(f"{who} ({plugin.source.label}) defines no {op}")
+    args = (x,) if op in ("softmax", "log_softmax", "logsumexp") else (
+        x, probs if op == "soft_cross_entropy" else targets)
+    try:
+        out = fn(*args)
+    except Exception as exc:  # noqa: BLE001 - the plug-in's own failure is an error row
+        text = str(exc).strip().splitlines()
+        raise PluginError(f"{who} {op} raised {type(exc).__name__}: {text[0] if text else ''}") from exc
+    if not backend.is_array(out):
+        raise PluginError(f"{who} {op} returned {_kind(out)}, not a {backend.name} array")
+    want, got = _expected_shape(op, tuple(x.shape)), tuple(out.shape)
+    if got != want:
+        raise PluginError(f"{who} {op} returned shape {got}, expected {want} for x of shape {tuple(x.shape)}")
+    if backend.out_dtype(out) != backend.out_dtype(x):
+        raise PluginError(f"{who} {op} returned {backend.out_dtype(out)} for {backend.out_dtype(x)} x")
+    return out
+
+
+def softmax_for_vjp(plugin: Plugin, op: str) -> None:
+    """numpy has no autodiff: its backward is the analytic VJP with the plug-in's own softmax."""
+    if op not in plugin.ops:
+        raise PluginUnsupported(f"plug-in {plugin.name!r} ({plugin.source.label}) defines no {op}")
+    if "softmax" not in plugin.ops:
+        raise PluginUnsupported(f"plug-in {plugin.name!r} ({plugin.source.label}) defines no softmax, which "
+                                "numpy's backward (the analytic VJP with the plug-in's own softmax) needs")
