@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--sizes", default=None, metavar="BxV,...",
                        help="batch x vocab list, e.g. 64x131072,256x8192 (default: a sweep of 4 KiB .. 256 MiB)")
     bench.add_argument("--min-time", type=float, default=0.2, help="seconds of measured rounds (default 0.2)")
+    bench.add_argument("--order", choices=("grid", "random"), default="grid",
+                       help="configuration order: grid, or shuffled with --seed (default grid)")
+    bench.add_argument("--seed", type=int, default=None, help="seed of --order random (recorded in env.json)")
     _store_args(bench)
     imp = sub.add_parser("import-benchmark", help="add a pytest-benchmark JSON to the store's timing table")
     imp.add_argument("json", metavar="BENCHMARK.json")
@@ -48,14 +51,17 @@ def _parser() -> argparse.ArgumentParser:
                      help="an error that grew by more than this factor is a regression (default 2)")
     cmp.add_argument("--min-effect", type=float, default=0.10,
                      help="smallest relative change in median time that counts (default 0.10 = 10%%)")
-    cmp.add_argument("--alpha", type=float, default=0.01,
-                     help="significance level of the Mann-Whitney U test on the timing samples (default 0.01)")
+    cmp.add_argument("--alpha", type=float, default=0.005,
+                     help="significance level of the exact test on the per-run medians (default 0.005)")
     rep = sub.add_parser("report", help="tables and plots from the store: report.md, report.html, PNGs, CSVs")
     _store_option(rep)
     rep.add_argument("--runs", action="append", metavar="ID,...",
                      help="only these run ids (or prefixes; default: every run in the store)")
     rep.add_argument("--out", default="results/report", metavar="DIR", help="output directory "
                      "(default: results/report)")
+    from suite.ab import add_parser as add_ab
+
+    add_ab(sub)
     lst = sub.add_parser("list", help="list backends, cases and tags")
     lst.add_argument("what", nargs="?", choices=("cases", "backends", "tags"), default="cases")
     return p
@@ -172,7 +178,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from suite.bench import BENCH_DEFAULTS, BenchPlan, plot_gbps, run_bench
     from suite.dtypes import DTYPES
     from suite.results import environment
-    from suite.timing import DEFAULT_SWEEP, PASSES, parse_sizes, threads_for_timing
+    from suite.timing import DEFAULT_SWEEP, PASSES, cpu_affinity, parse_sizes, threads_for_timing
 
     names = _backends(args)
     try:
@@ -188,21 +194,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
         ops=choose("ops", split_list(args.ops), OPS, BENCH_DEFAULTS["ops"]),
         impls=choose("impls", split_list(args.impls), IMPLS, BENCH_DEFAULTS["impls"]),
         passes=choose("passes", split_list(args.passes), PASSES, PASSES),
-        sizes=sizes, min_time=args.min_time, threads=threads_for_timing(), shard=shard)
+        sizes=sizes, min_time=args.min_time, threads=threads_for_timing(), shard=shard, order=args.order,
+        seed=args.seed)
     t0 = time.perf_counter()
     written: list[Path] = []
     df, info = run_bench(plan, progress=False if args.no_progress else None,
                          on_backend=lambda part: written.extend(store.write_table("timing", part, run_id, shard)))
     env = environment(info, {"run_id": run_id, "table": "timing", "shard": f"{shard.index}/{shard.count}",
                              "seconds": round(time.perf_counter() - t0, 2), "min_time_s": plan.min_time,
-                             "copy_bandwidth": {d: {"gbps": g, "how": h} for d, (g, h) in plan.copy.items()}})
+                             "copy_bandwidth": {d: {"gbps": g, "how": h, "gbps_end": plan.copy_end.get(d)}
+                                                for d, (g, h) in plan.copy.items()},
+                             "order": plan.order, "seed": plan.seed, "cpu_affinity": cpu_affinity()})
     meta = store.write_meta(run_id, "timing" + shard.suffix, env)
     plot = meta.with_name(f"timing_gbps{shard.suffix}.png")
     plot_gbps(df, plot)
     print(f"\nrun {run_id}: {len(df)} timings -> {store.root}/timing/ ({_written(store, written)}); "
           f"env and plot: {meta.parent}")
     for d, (g, h) in plan.copy.items():
-        print(f"copy bandwidth {d}: {g:.1f} GB/s ({h})")
+        end = plan.copy_end.get(d, float("nan"))
+        print(f"copy bandwidth {d}: {g:.1f} GB/s at the start, {end:.1f} at the end ({h})")
     for s in info.skipped:
         print(f"skipped {s}")
     shown = df[df.median_s.notna()]
@@ -308,11 +318,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ab(args: argparse.Namespace) -> int:
+    from suite.ab import cmd_ab
+
+    return cmd_ab(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         commands = {"run": cmd_run, "bench": cmd_bench, "import-benchmark": cmd_import_benchmark,
-                    "compare": cmd_compare, "report": cmd_report, "list": cmd_list}
+                    "compare": cmd_compare, "report": cmd_report, "list": cmd_list, "ab": _cmd_ab}
         return commands[args.command](args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
