@@ -22,7 +22,6 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from suite.ab import DEFAULT_RUNS, NOX_SWEEP, Arm, new_protocol_id, run_protocol
@@ -86,10 +85,10 @@ def _side(store, protocol: str, arm: str):
     return resolve(tables, f"{protocol}:{arm}")
 
 
-def judge(store, protocol: str, base: str, new: str):
+def judge(store, protocol: str, base: str, new: str, statistic: str = "median"):
     from suite.compare import Thresholds, compare
 
-    return compare(_side(store, protocol, base), _side(store, protocol, new), Thresholds())
+    return compare(_side(store, protocol, base), _side(store, protocol, new), Thresholds(statistic=statistic))
 
 
 def _kinds(speed: pd.DataFrame) -> pd.Series:
@@ -109,17 +108,18 @@ def pair_seconds(store, protocol: str, arms: tuple[str, str]) -> float:
 def analyze(args: argparse.Namespace) -> int:
     from suite.store import Store
 
-    out: dict = {}
+    out: dict = {"statistic": args.statistic}
     if args.protocol:
         store = Store(args.store)
-        aa = judge(store, args.protocol, "A", "B")
+        aa = judge(store, args.protocol, "A", "B", args.statistic)
         k = _kinds(aa.speed)
-        out["aa"] = {"configurations": len(aa.speed), "regressions": int((k == "regression").sum()),
+        out["aa"] = {"configurations": len(aa.speed), "unstable_runs": int(aa.stability.unstable.sum()),
+                     "regressions": int((k == "regression").sum()),
                      "improvements": int((k == "improvement").sum()), "no change": int((k == "no change").sum()),
                      "inconclusive": int((k == "inconclusive").sum()),
                      "noise_median_pct": round(100 * float(aa.speed.noise.median()), 1),
                      "minutes_per_pair": round(pair_seconds(store, args.protocol, ("A", "B")) / 60, 1)}
-        pw = judge(store, args.protocol, "A", "S")
+        pw = judge(store, args.protocol, "A", "S", args.statistic)
         big = pw.speed[_input_bytes(pw.speed) >= MIB]
         kb = _kinds(big)
         out["power"] = {"configurations_ge_1MiB": len(big), "regressions": int((kb == "regression").sum()),
@@ -129,10 +129,9 @@ def analyze(args: argparse.Namespace) -> int:
                         "improvements_anywhere": int((_kinds(pw.speed) == "improvement").sum())}
     if args.pair:
         store = Store(args.pair_store)
-        res = judge(store, args.pair, "A", "B")
+        res = judge(store, args.pair, "A", "B", args.statistic)
         sp = res.speed
-        pooled = np.array([np.median(n) / np.median(b) for b, n in
-                           zip(sp.run_medians_base, sp.run_medians_new, strict=True)])
+        pooled = (sp.median_s_new / sp.median_s_base).to_numpy()  # medians of all rounds of all runs
         fast = sp[pooled <= 0.7]
         kf = _kinds(fast)
         k = _kinds(sp)
@@ -168,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--protocol", default=None, help="id of a collect-torch protocol (A/A and power)")
     a.add_argument("--pair-store", default="results")
     a.add_argument("--pair", default=None, help="id of a version-pair protocol (improvements found)")
+    a.add_argument("--statistic", choices=("median", "min"), default="median", help="per-run statistic judged")
     args = p.parse_args(argv)
     if args.command == "analyze":
         return analyze(args)

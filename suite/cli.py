@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="smallest relative change in median time that counts (default 0.10 = 10%%)")
     cmp.add_argument("--alpha", type=float, default=0.005,
                      help="significance level of the exact test on the per-run medians (default 0.005)")
+    cmp.add_argument("--statistic", choices=("median", "min"), default="median",
+                     help="each timing run's summary that speed is judged on (default median)")
     rep = sub.add_parser("report", help="tables and plots from the store: report.md, report.html, PNGs, CSVs")
     _store_option(rep)
     rep.add_argument("--runs", action="append", metavar="ID,...",
@@ -227,7 +229,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from suite.compare import Thresholds, compare, default_report_path, render_markdown, resolve, write_csv
     from suite.store import atomic_write
 
-    th = Thresholds(ulp_factor=args.ulp_factor, min_effect=args.min_effect, alpha=args.alpha)
+    th = Thresholds(ulp_factor=args.ulp_factor, min_effect=args.min_effect, alpha=args.alpha,
+                    statistic=args.statistic)
     th.check()
     store = _readable_store(args.store)
     problems: list[str] = []

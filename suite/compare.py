@@ -27,6 +27,7 @@ from suite.store import atomic_write
 VERDICT_RANK = {"ok": 0, "inaccurate": 1, "nonfinite": 2, "error": 3, "unsupported": 3}
 ACC_KEY = ["device", "dtype", "op", "impl", "case", "pass"]
 SPEED_KEY = ["device", "dtype", "op", "impl", "pass", "batch", "vocab"]
+RUN_STATISTICS = {"median": "median_s", "min": "min_s"}  # per-run statistic -> timing column
 MAX_LISTED = 60  # rows per Markdown table; the CSV beside it has them all
 
 
@@ -38,6 +39,7 @@ class Thresholds:
     # 0.004), which the exact test on 6 + 6 runs can meet (it flags at most 2/924 per direction)
     alpha: float = 0.005
     unstable: float = 0.10  # a run whose copy bandwidth moved by more than this during the run is unstable
+    statistic: str = "median"  # of each run's rounds: "median", or "min" (interference only ever adds time)
 
     def check(self) -> None:
         if not self.ulp_factor > 1:
@@ -46,6 +48,8 @@ class Thresholds:
             raise UsageError(f"--min-effect must be in [0, 10), got {self.min_effect}")
         if not 0 < self.alpha < 1:
             raise UsageError(f"--alpha must be in (0, 1), got {self.alpha}")
+        if self.statistic not in RUN_STATISTICS:
+            raise UsageError(f"--statistic must be one of {', '.join(RUN_STATISTICS)}, got {self.statistic!r}")
 
 
 @dataclass
@@ -92,6 +96,7 @@ def pool_timings(df: pd.DataFrame) -> pd.DataFrame:
     last["run_id"] = grouped.run_id.agg(lambda r: ",".join(sorted(set(r))))
     last["n_runs"] = grouped.run_id.nunique()
     last["run_medians"] = grouped.median_s.agg(list)
+    last["run_mins"] = grouped.min_s.agg(list) if "min_s" in df else last["run_medians"]
     return last.reset_index()
 
 
@@ -205,7 +210,7 @@ def interval_rank(m: int, n: int, alpha: float) -> int | None:
 
 def min_runs(alpha: float) -> int:
     """Fewest runs per side (equal sides) for which the exact test at alpha can decide at all."""
-    return next(k for k in range(1, 60) if interval_rank(k, k, alpha) is not None)
+    return next((k for k in range(1, 40) if interval_rank(k, k, alpha) is not None), 40)
 
 
 @dataclass(frozen=True)
@@ -303,7 +308,8 @@ def compare(base: Side, new: Side, th: Thresholds) -> Result:
     sp = _join(base.timing[base.timing.median_s.notna()], new.timing[new.timing.median_s.notna()],
                _key(base, new, SPEED_KEY), "speed", result)
     if not sp.empty:
-        judged = [speed_decision(rb, rn, th) for rb, rn in zip(sp.run_medians_base, sp.run_medians_new, strict=True)]
+        col = "run_medians" if th.statistic == "median" else "run_mins"
+        judged = [speed_decision(rb, rn, th) for rb, rn in zip(sp[f"{col}_base"], sp[f"{col}_new"], strict=True)]
         sp["change"] = [d.change for d in judged]
         sp["time_ratio"] = [d.ratio for d in judged]
         sp["ratio_low"] = [d.low for d in judged]
@@ -410,8 +416,9 @@ def render_markdown(result: Result, base: str, new: str, th: Thresholds) -> str:
         f"# Comparison: `{base}` -> `{new}`\n",
         f"- base: {result.base}\n- new: {result.new}\n",
         f"- accuracy regression: a worse verdict, or graded ULP error grown by more than x{th.ulp_factor:g} "
-        f"(errors below 1 ULP count as 1)\n- speed, per configuration, on the per-run medians (each run a fresh "
-        f"process): ratio = median of the new runs / median of the base runs, with an exact {1 - th.alpha:.0%} "
+        f"(errors below 1 ULP count as 1)\n- speed, per configuration, on each timing run's {th.statistic} time "
+        f"(each run a fresh process): ratio = median over the new runs / median over the base runs, with an exact "
+        f"{1 - th.alpha:.1%} "
         f"interval (the permutation test's, from the runs' pairwise ratios). Regression: interval above 1 and "
         f"ratio above {1 + th.min_effect:g}; improvement: the mirror image; no change: interval within "
         f"{1 / (1 + th.min_effect):.3g}-{1 + th.min_effect:g}; inconclusive: too few runs or too much run-to-run "

@@ -150,3 +150,23 @@ def test_an_unstable_run_is_reported(tmp_path):
     p = _compare(_protocol_store(tmp_path, 1.0, unstable=True), "--out", str(tmp_path / "c.md"))
     assert p.returncode == 0
     assert "WARNING: the benchmark result may be unstable" in p.stdout and "run ab-x-B-02" in p.stdout
+
+
+def test_report_versions_table_shows_the_four_outcomes_and_the_noise():
+    """The published Versions table counts the outcomes, with noise; two runs of drift are not regressions."""
+    from suite.report import Data, versions
+
+    frames = []
+    for version, factor, n in (("1.0", 1.0, 6), ("1.1", 1.3, 6), ("1.2", 1.3 * 1.5, 2)):
+        for k in range(1, n + 1):
+            t = _timing("x", "A", k, 1e-3 * factor * (1 + 0.01 * k)).assign(backend_version=version,
+                                                                             run_id=f"r-{version}-{k}")
+            frames.append(t)
+    timing = pd.concat(frames, ignore_index=True)
+    acc = pd.DataFrame(columns=["backend", "device", "backend_version", "dtype", "op", "impl", "case", "pass",
+                                "verdict", "ulp_err_scaled", "run_id"])
+    table = versions(Data(acc, timing, raw={"accuracy": acc, "timing": timing})).set_index("new")
+    assert table.loc["1.1", "speed regressions"] == 2 and table.loc["1.1", "timing runs"] == "6+6"
+    assert table.loc["1.2", "speed regressions"] == 0 and table.loc["1.2", "speed inconclusive"] == 2
+    assert {"speed improvements", "speed no change"} <= set(table.columns)
+    assert table.loc["1.1", "run-to-run noise"].endswith("%")
