@@ -6,7 +6,7 @@ of A and B alternate A B B A A B ... so a drift that is linear over a block land
 every run shuffles its configurations with its own seed, so a slow spell hits different
 configurations in every run; every run is pinned to the same CPUs with the same thread count. The
 runs land in the store as `<protocol id>-<arm>-<k>`, and `compare <protocol id>:A <protocol id>:B`
-(which this command runs at the end) judges the per-run medians.
+(which this command runs at the end) judges one time per run and configuration.
 """
 
 from __future__ import annotations

@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--protocol", default=None, help="id of a collect-torch protocol (A/A and power)")
     a.add_argument("--pair-store", default="results")
     a.add_argument("--pair", default=None, help="id of a version-pair protocol (improvements found)")
-    a.add_argument("--statistic", choices=("median", "min"), default="median", help="per-run statistic judged")
+    a.add_argument("--statistic", choices=("min", "median"), default="min", help="per-run statistic judged")
     args = p.parse_args(argv)
     if args.command == "analyze":
         return analyze(args)

@@ -52,9 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--min-effect", type=float, default=0.10,
                      help="smallest relative change in median time that counts (default 0.10 = 10%%)")
     cmp.add_argument("--alpha", type=float, default=0.005,
-                     help="significance level of the exact test on the per-run medians (default 0.005)")
-    cmp.add_argument("--statistic", choices=("median", "min"), default="median",
-                     help="each timing run's summary that speed is judged on (default median)")
+                     help="significance level of the exact test on the per-run times (default 0.005)")
+    cmp.add_argument("--statistic", choices=("min", "median"), default="min",
+                     help="each timing run's summary that speed is judged on: its fastest round (default; "
+                          "other work on the machine only ever adds time) or its median round")
     rep = sub.add_parser("report", help="tables and plots from the store: report.md, report.html, PNGs, CSVs")
     _store_option(rep)
     rep.add_argument("--runs", action="append", metavar="ID,...",

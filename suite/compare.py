@@ -5,10 +5,11 @@ regression is a worse verdict (`ok` -> `inaccurate` -> `nonfinite` -> `error`/`u
 graded ULP error that grew by more than `ulp_factor` (errors below 1 ULP count as 1, so noise in the
 last bit is not flagged). Speed is judged on run-level statistics: rounds inside one process share
 its slow spells, so the unit of replication is a run (`python -m suite ab` makes them, interleaved).
-Per configuration, the ratio of the medians of the per-run medians gets an exact permutation
-interval; a change must be both confident and larger than `min_effect`, a confident absence of a
-larger change is `no change`, and anything else is `inconclusive` (too few runs, or too much
-run-to-run noise), which is reported but does not fail. Accuracy: the latest run counts.
+Per configuration, the ratio of the medians of the per-run times (each run's fastest round, or its
+median) gets an exact permutation interval; a change must be both confident and larger than
+`min_effect`, a confident absence of a larger change is `no change`, and anything else is
+`inconclusive` (too few runs, or too much run-to-run noise), which is reported but does not fail.
+Accuracy: the latest run counts.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Thresholds:
     # 0.004), which the exact test on 6 + 6 runs can meet (it flags at most 2/924 per direction)
     alpha: float = 0.005
     unstable: float = 0.10  # a run whose copy bandwidth moved by more than this during the run is unstable
-    statistic: str = "median"  # of each run's rounds: "median", or "min" (interference only ever adds time)
+    statistic: str = "min"  # of each run's rounds: "min" (interference only ever adds time) or "median"
 
     def check(self) -> None:
         if not self.ulp_factor > 1:
@@ -58,7 +59,7 @@ class Side:
 
     selector: str
     accuracy: pd.DataFrame
-    timing: pd.DataFrame  # pooled: one row per configuration, with every run's median (run_medians)
+    timing: pd.DataFrame  # pooled: one row per configuration, with every run's median and min (run_medians, run_mins)
     raw_timing: pd.DataFrame = field(default_factory=pd.DataFrame)  # every run's rows
 
     @property
@@ -216,15 +217,15 @@ def min_runs(alpha: float) -> int:
 @dataclass(frozen=True)
 class SpeedDecision:
     change: str  # "regression: ...", "improvement: ...", "no change", "inconclusive: <why>"
-    ratio: float  # median of the new runs' medians / median of the base runs' medians
+    ratio: float  # median over the new runs / median over the base runs (of each run's min or median time)
     low: float  # exact (1 - alpha) interval on the time ratio (from the runs' pairwise ratios)
     high: float
-    noise: float  # run-to-run spread: pooled standard deviation of log run medians, as a fraction
-    p_value: float  # exact two-sided Mann-Whitney U test on the run medians
+    noise: float  # run-to-run spread: pooled standard deviation of log run times, as a fraction
+    p_value: float  # exact two-sided Mann-Whitney U test on the run times
 
 
 def run_noise(runs_base, runs_new) -> float:
-    """Pooled standard deviation of the log run medians within each side (exp(s) - 1): the noise floor
+    """Pooled standard deviation of the log run times within each side (exp(s) - 1): the noise floor
     of a configuration, what two runs of one build differ by."""
     logs = [np.log(np.asarray(r, dtype=float)) for r in (runs_base, runs_new)]
     dof = sum(len(x) - 1 for x in logs)
@@ -234,7 +235,7 @@ def run_noise(runs_base, runs_new) -> float:
 
 
 def speed_decision(runs_base, runs_new, th: Thresholds) -> SpeedDecision:
-    """Judge one configuration from its per-run medians (each run a fresh process).
+    """Judge one configuration from one time per run (each run a fresh process).
 
     regression: the exact interval on the time ratio lies above 1 and the ratio of medians is above
     1 + min_effect (improvement: the mirror image); no change: the interval lies within the
@@ -369,7 +370,7 @@ def by_group(result: Result) -> pd.DataFrame:
 
 
 def noise_by_size(result: Result) -> pd.DataFrame:
-    """The noise floor (run-to-run spread of the per-run medians) per input size: median and worst over
+    """The noise floor (run-to-run spread of the per-run times) per input size: median and worst over
     the configurations of that size, next to the outcomes there."""
     sp = result.speed
     if sp.empty or "noise" not in sp or sp.noise.isna().all():
@@ -393,9 +394,9 @@ def _replication(result: Result, th: Thresholds) -> str:
     k = interval_rank(nb, nn, th.alpha)
     if k is None:
         need = min_runs(th.alpha)
-        line += (f"- **too few runs**: at alpha {th.alpha:g} the exact test on run medians needs at least "
+        line += (f"- **too few runs**: at alpha {th.alpha:g} the exact test on run times needs at least "
                  f"{need} runs per side, so no speed change can be confirmed; time each version in "
-                 f"`python -m suite ab --runs {need + 1}`\n")
+                 f"`python -m suite ab --runs {need}`\n")
     else:
         line += (f"- if the runs of both sides were interchangeable (no change, drift only), a configuration is "
                  f"flagged in a given direction with probability <= {u_null_cdf(nb, nn)[k - 1]:.3g}: its interval "
@@ -422,7 +423,7 @@ def render_markdown(result: Result, base: str, new: str, th: Thresholds) -> str:
         f"interval (the permutation test's, from the runs' pairwise ratios). Regression: interval above 1 and "
         f"ratio above {1 + th.min_effect:g}; improvement: the mirror image; no change: interval within "
         f"{1 / (1 + th.min_effect):.3g}-{1 + th.min_effect:g}; inconclusive: too few runs or too much run-to-run "
-        f"noise to tell (noise: pooled spread of the log run medians)\n{_replication(result, th)}",
+        f"noise to tell (noise: pooled spread of the log run times)\n{_replication(result, th)}",
         *([f"```\n{warning}\n```\n"] if warning else []),
         "## Summary\n", summary_table(result).to_markdown(index=False) + "\n",
         "## Accuracy changes by op, implementation, pass and dtype\n",

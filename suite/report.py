@@ -183,7 +183,7 @@ DEFAULT_THRESHOLDS = Thresholds()
 
 def versions(data: Data, th: Thresholds = DEFAULT_THRESHOLDS) -> pd.DataFrame:
     """Each pair of consecutive versions of a framework on a device, judged as `compare` judges (speed on
-    the per-run medians of every timing run of a version: regression, improvement, no change or
+    the per-run times of every timing run of a version: regression, improvement, no change or
     inconclusive, with the configurations' median run-to-run noise)."""
     raw = data.raw or {"accuracy": data.accuracy, "timing": data.timing}
     rows = []
@@ -350,12 +350,13 @@ def build(data: Data, out: Path) -> list[Section]:
         "Versions",
         "Consecutive versions of a framework in the store, judged as `python -m suite compare` judges: an "
         "accuracy regression is a worse verdict or an error grown past x2. Speed is judged per configuration "
-        "on the per-run medians (each timing run a fresh process; `python -m suite ab` makes them, "
+        f"on each timing run's {DEFAULT_THRESHOLDS.statistic} round (each run a fresh process; `python -m suite ab` "
+        "makes them, "
         f"interleaved): a regression needs the exact {1 - DEFAULT_THRESHOLDS.alpha:.1%} interval on the time "
         f"ratio above 1 and the ratio above {1 + DEFAULT_THRESHOLDS.min_effect:g}; no change means the interval "
         "lies within ±10%; anything else is inconclusive: too few runs (fewer than "
         f"{min_runs(DEFAULT_THRESHOLDS.alpha)} per version) or run-to-run noise too large to tell. The noise "
-        "column is the median over configurations of the run-to-run spread of the run medians.",
+        "column is the median over configurations of the run-to-run spread of those per-run times.",
         {"": (ver, False)}))
     images = []
     if plot_error_vs_magnitude(acc, out / "error_vs_magnitude.png"):
