@@ -350,7 +350,8 @@ def build(data: Data, out: Path) -> list[Section]:
         "Versions",
         "Consecutive versions of a framework in the store, judged as `python -m suite compare` judges: an "
         "accuracy regression is a worse verdict or an error grown past x2. Speed is judged per configuration "
-        f"on each timing run's {DEFAULT_THRESHOLDS.statistic} round (each run a fresh process; `python -m suite ab` "
+        f"on each timing run's {'fastest' if DEFAULT_THRESHOLDS.statistic == 'min' else 'median'} round (each run a "
+        "fresh process; `python -m suite ab` "
         "makes them, "
         f"interleaved): a regression needs the exact {1 - DEFAULT_THRESHOLDS.alpha:.1%} interval on the time "
         f"ratio above 1 and the ratio above {1 + DEFAULT_THRESHOLDS.min_effect:g}; no change means the interval "
