@@ -6,6 +6,7 @@ framework and the suite's core; plus `tests` (what .ci/run runs), `lint`, `compa
     nox -s "jax(version='0.9.2')" -- --cases seed    posargs go to `python -m suite run`
     SUITE_SHARD=2/4 SUITE_RUN_ID=ci-123 nox -s jax   one slice of a sharded run (same id on every slice)
     SUITE_SIZES=64x131072 SUITE_MIN_TIME=0.5 ...     the timing sweep (SUITE_SIZES=none: no timing)
+    nox -s ab -- --a PY_A --b PY_B --backends jax    the replicated, interleaved timing protocol (README: Comparing)
 
 Each framework session runs the accuracy matrix and the timing sweep and writes both into the store
 under one run id: the git-ignored local store results/local/ by default, the published store with
@@ -92,6 +93,14 @@ def compare(session: nox.Session) -> None:
     """nox -s compare -- jax==0.9.2 jax==0.10.2 --store results (exit 1 on a regression, 3 if files were
     skipped; the default store is results/local)."""
     _suite(session, "compare")
+
+
+@nox.session
+def ab(session: nox.Session) -> None:
+    """Timing runs of two builds interleaved (A B B A ...), then compare: nox -s ab -- --a
+    .nox/jax-version-0-9-2/bin/python --b .nox/jax-version-0-10-2/bin/python --backends jax (exit 1 on a
+    confident regression). Each side runs in its own python; the same python twice is the A/A control."""
+    _suite(session, "ab")
 
 
 @nox.session

@@ -26,16 +26,42 @@ class BenchPlan(Selection):
     min_time: float = 0.2
     threads: int | None = None
     shard: Shard = field(default_factory=Shard)
+    order: str = "grid"  # "random": each run shuffles its configurations (seeded) so drift is spread evenly
+    seed: int | None = None
     copy: dict[str, tuple[float, str]] = field(default_factory=dict)
+    copy_end: dict[str, float] = field(default_factory=dict)  # measured again after each backend's sweep
+
+
+def _copy_source(plan: BenchPlan, device: str, backend):
+    return loaded("numpy", plan.threads) if device == "cpu" and "numpy" in _installed() else backend
 
 
 def _copy_for(plan: BenchPlan, device: str, backend) -> tuple[float, str]:
     """One copy bandwidth per device, shared by every backend: numpy on the CPU, else this backend."""
     if device not in plan.copy:
-        src = loaded("numpy", plan.threads) if device == "cpu" and "numpy" in _installed() else backend
+        src = _copy_source(plan, device, backend)
         nbytes = min(COPY_BYTES, src.free_memory(device) // 4)
         plan.copy[device] = copy_bandwidth(src, device, nbytes, max(plan.min_time, 0.5))
     return plan.copy[device]
+
+
+def _copy_again(plan: BenchPlan, device: str, backend) -> float:
+    """The same copy measurement after the sweep: a run whose calibration moved meanwhile ran on a
+    machine that changed under it (compare flags it unstable)."""
+    src = _copy_source(plan, device, backend)
+    nbytes = min(COPY_BYTES, src.free_memory(device) // 4)
+    plan.copy_end[device] = copy_bandwidth(src, device, nbytes, max(plan.min_time, 0.5))[0]
+    return plan.copy_end[device]
+
+
+def ordered(configs: list, order: str, seed: int | None) -> list:
+    """The run's configurations in grid order, or shuffled with the run's own seed."""
+    if order == "grid":
+        return list(configs)
+    if order != "random":
+        raise ValueError(f"order must be 'grid' or 'random', got {order!r}")
+    perm = np.random.default_rng(seed).permutation(len(configs))
+    return [configs[i] for i in perm]
 
 
 def _installed() -> list[str]:
@@ -61,7 +87,7 @@ def run_bench(plan: BenchPlan, progress: bool | None = None,
     info = RunInfo()
     configs = [(s, dt, op, impl, p) for s in plan.sizes for dt in plan.dtypes for op in plan.ops
                for impl in plan.impls for p in plan.passes]
-    mine = plan.shard.take(configs)
+    mine = ordered(plan.shard.take(configs), plan.order, plan.seed)
     bar = tqdm(total=len(mine) * len(plan.backends) * len(plan.devices), desc="timing", unit="config",
                dynamic_ncols=True, disable=(None if progress is None else not progress))
     frames = []
@@ -101,6 +127,10 @@ def run_bench(plan: BenchPlan, progress: bool | None = None,
                 except Exception as exc:  # noqa: BLE001 - one failure is a row, the sweep goes on
                     row["message"] = f"{backend.classify(exc)}: {type(exc).__name__}: {str(exc)[:200]}"
                 rows.append(row)
+            end = _copy_again(plan, device, backend)
+            for row in rows:
+                if row["device"] == device:
+                    row["copy_gbps_end"] = end
         if rows:
             frames.append(_frame(rows))
             if on_backend is not None:

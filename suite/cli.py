@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--sizes", default=None, metavar="BxV,...",
                        help="batch x vocab list, e.g. 64x131072,256x8192 (default: a sweep of 4 KiB .. 256 MiB)")
     bench.add_argument("--min-time", type=float, default=0.2, help="seconds of measured rounds (default 0.2)")
+    bench.add_argument("--order", choices=("grid", "random"), default="grid",
+                       help="configuration order: grid, or shuffled with --seed (default grid)")
+    bench.add_argument("--seed", type=int, default=None, help="seed of --order random (recorded in env.json)")
     _store_args(bench)
     _plugin_option(bench)
     imp = sub.add_parser("import-benchmark", help="add a pytest-benchmark JSON to the store's timing table")
@@ -68,14 +71,20 @@ def _parser() -> argparse.ArgumentParser:
                      help="an error that grew by more than this factor is a regression (default 2)")
     cmp.add_argument("--min-effect", type=float, default=0.10,
                      help="smallest relative change in median time that counts (default 0.10 = 10%%)")
-    cmp.add_argument("--alpha", type=float, default=0.01,
-                     help="significance level of the Mann-Whitney U test on the timing samples (default 0.01)")
+    cmp.add_argument("--alpha", type=float, default=0.005,
+                     help="significance level of the exact test on the per-run times (default 0.005)")
+    cmp.add_argument("--statistic", choices=("min", "median"), default="min",
+                     help="each timing run's summary that speed is judged on: its fastest round (default; "
+                          "other work on the machine only ever adds time) or its median round")
     rep = sub.add_parser("report", help="tables and plots from the store: report.md, report.html, PNGs, CSVs")
     _store_option(rep)
     rep.add_argument("--runs", action="append", metavar="ID,...",
                      help="only these run ids (or prefixes; default: every run in the store)")
     rep.add_argument("--out", default=None, metavar="DIR", help="output directory "
                      f"(default: <store>/report; the published report: --store {PUBLISHED_STORE})")
+    from suite.ab import add_parser as add_ab
+
+    add_ab(sub)
     lst = sub.add_parser("list", help="list backends, cases and tags")
     lst.add_argument("what", nargs="?", choices=("cases", "backends", "tags"), default="cases")
     return p
@@ -278,7 +287,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from suite.bench import BENCH_DEFAULTS, BenchPlan, plot_gbps, run_bench
     from suite.dtypes import DTYPES
     from suite.results import environment
-    from suite.timing import DEFAULT_SWEEP, PASSES, parse_sizes, threads_for_timing
+    from suite.timing import DEFAULT_SWEEP, PASSES, cpu_affinity, parse_sizes, threads_for_timing
 
     names = _backends(args)
     try:
@@ -295,14 +304,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
                   passes=choose("passes", split_list(args.passes), PASSES, PASSES))
     store, run_id, shard = _store_plan(args.store, args.run_id, args.shard)  # after every other check
     plan = BenchPlan(backends=names, **chosen, sizes=sizes, min_time=args.min_time, threads=threads_for_timing(),
-                     shard=shard)
+                     shard=shard, order=args.order, seed=args.seed)
     writes = _Writes(store, "timing", run_id, shard, {})
     t0 = time.perf_counter()
     with writes.guard():
         df, info = run_bench(plan, progress=False if args.no_progress else None, on_backend=writes.partitions)
     env = environment(info, {**writes.meta, "seconds": round(time.perf_counter() - t0, 2),
                              "min_time_s": plan.min_time,
-                             "copy_bandwidth": {d: {"gbps": g, "how": h} for d, (g, h) in plan.copy.items()},
+                             "copy_bandwidth": {d: {"gbps": g, "how": h, "gbps_end": plan.copy_end.get(d)}
+                                                for d, (g, h) in plan.copy.items()},
+                             "order": plan.order, "seed": plan.seed, "cpu_affinity": cpu_affinity(),
                              "plugins": _described(plan.impls)})
     plot = writes.status.with_name(f"timing_gbps{shard.suffix}.png")
     try:
@@ -313,7 +324,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"\nrun {run_id}: {len(df)} timings -> {store.root}/timing/ ({writes.kept()}); "
           f"env and plot: {meta.parent}")
     for d, (g, h) in plan.copy.items():
-        print(f"copy bandwidth {d}: {g:.1f} GB/s ({h})")
+        end = plan.copy_end.get(d, float("nan"))
+        print(f"copy bandwidth {d}: {g:.1f} GB/s at the start, {end:.1f} at the end ({h})")
     for s in info.skipped:
         print(f"skipped {s}")
     shown = df[df.median_s.notna()]
@@ -328,7 +340,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from suite.compare import Thresholds, compare, default_report_path, render_markdown, resolve, write_csv
     from suite.store import atomic_write
 
-    th = Thresholds(ulp_factor=args.ulp_factor, min_effect=args.min_effect, alpha=args.alpha)
+    th = Thresholds(ulp_factor=args.ulp_factor, min_effect=args.min_effect, alpha=args.alpha,
+                    statistic=args.statistic)
     th.check()
     store = _readable_store(args.store)
     problems: list[str] = []
@@ -435,11 +448,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ab(args: argparse.Namespace) -> int:
+    from suite.ab import cmd_ab
+
+    return cmd_ab(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         commands = {"run": cmd_run, "bench": cmd_bench, "import-benchmark": cmd_import_benchmark,
-                    "compare": cmd_compare, "report": cmd_report, "list": cmd_list}
+                    "compare": cmd_compare, "report": cmd_report, "list": cmd_list, "ab": _cmd_ab}
         return commands[args.command](args)
     except UsageError as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)

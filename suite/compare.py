@@ -3,11 +3,13 @@
 Accuracy results are deterministic for a given build, so any change is real; what counts as a
 regression is a worse verdict (`ok` -> `inaccurate` -> `nonfinite` -> `error`/`unsupported`) or a
 graded ULP error that grew by more than `ulp_factor` (errors below 1 ULP count as 1, so noise in the
-last bit is not flagged). Timings are noisy, so a speed change counts only when the recorded samples
-differ by a Mann-Whitney U test (as airspeed velocity does) *and* the median moved by more than
-`min_effect`: a significant 2% change is not a regression, nor is a 30% change within the noise.
-When a selector matches several timing runs of a configuration their samples are pooled (accuracy:
-the latest run counts).
+last bit is not flagged). Speed is judged on run-level statistics: rounds inside one process share
+its slow spells, so the unit of replication is a run (`python -m suite ab` makes them, interleaved).
+Per configuration, the ratio of the medians of the per-run times (each run's fastest round, or its
+median) gets an exact permutation interval; a change must be both confident and larger than
+`min_effect`, a confident absence of a larger change is `no change`, and anything else is
+`inconclusive` (too few runs, or too much run-to-run noise), which is reported but does not fail.
+Accuracy: the latest run counts.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from suite.store import atomic_write
 VERDICT_RANK = {"ok": 0, "inaccurate": 1, "nonfinite": 2, "wrong_special": 2, "error": 3, "unsupported": 3}
 ACC_KEY = ["device", "dtype", "op", "impl", "case", "pass"]
 SPEED_KEY = ["device", "dtype", "op", "impl", "pass", "batch", "vocab"]
+RUN_STATISTICS = {"median": "median_s", "min": "min_s"}  # per-run statistic -> timing column
 MAX_LISTED = 60  # rows per Markdown table; the CSV beside it has them all
 
 
@@ -33,7 +36,11 @@ MAX_LISTED = 60  # rows per Markdown table; the CSV beside it has them all
 class Thresholds:
     ulp_factor: float = 2.0
     min_effect: float = 0.10
-    alpha: float = 0.01
+    # per configuration and both directions: ~1 false alarm expected over a 252-configuration sweep (1/252 =
+    # 0.004), which the exact test on 6 + 6 runs can meet (it flags at most 2/924 per direction)
+    alpha: float = 0.005
+    unstable: float = 0.10  # a run whose copy bandwidth moved by more than this during the run is unstable
+    statistic: str = "min"  # of each run's rounds: "min" (interference only ever adds time) or "median"
 
     def check(self) -> None:
         if not self.ulp_factor > 1:
@@ -42,6 +49,8 @@ class Thresholds:
             raise UsageError(f"--min-effect must be in [0, 10), got {self.min_effect}")
         if not 0 < self.alpha < 1:
             raise UsageError(f"--alpha must be in (0, 1), got {self.alpha}")
+        if self.statistic not in RUN_STATISTICS:
+            raise UsageError(f"--statistic must be one of {', '.join(RUN_STATISTICS)}, got {self.statistic!r}")
 
 
 @dataclass
@@ -50,7 +59,8 @@ class Side:
 
     selector: str
     accuracy: pd.DataFrame
-    timing: pd.DataFrame
+    timing: pd.DataFrame  # pooled: one row per configuration, with every run's median and min (run_medians, run_mins)
+    raw_timing: pd.DataFrame = field(default_factory=pd.DataFrame)  # every run's rows
 
     @property
     def backends(self) -> list[str]:
@@ -87,16 +97,21 @@ def pool_timings(df: pd.DataFrame) -> pd.DataFrame:
     last["run_id"] = grouped.run_id.agg(lambda r: ",".join(sorted(set(r))))
     last["n_runs"] = grouped.run_id.nunique()
     last["run_medians"] = grouped.median_s.agg(list)
+    last["run_mins"] = grouped.min_s.agg(list) if "min_s" in df else last["run_medians"]
     return last.reset_index()
 
 
 def resolve(tables: dict[str, pd.DataFrame], selector: str) -> Side:
-    """`backend==version`, or run ids (unique prefixes are enough), comma-separated -> that side's rows."""
+    """`backend==version`, `<protocol id>:<arm>` (one side of `suite ab`), or run ids (unique prefixes are
+    enough), comma-separated -> that side's rows."""
     acc, tim = tables["accuracy"], tables["timing"]
     ids = sorted({*acc.get("run_id", []), *tim.get("run_id", [])})
     m = re.fullmatch(r"\s*([A-Za-z0-9_]+)\s*==\s*(\S+)\s*", selector)
+    arm = re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*):([A-Za-z0-9]+)\s*", selector)
     if m:
         pick = {t: df[(df.backend == m[1]) & (df.backend_version.astype(str) == m[2])] for t, df in tables.items()}
+    elif arm:  # one side of a `python -m suite ab` protocol: every run <protocol>-<arm>-<k>
+        pick = {t: df[df.run_id.astype(str).str.startswith(f"{arm[1]}-{arm[2]}-")] for t, df in tables.items()}
     else:  # run ids or unique prefixes, comma-separated (several runs of one version pool their timings)
         hits = []
         for part in [p.strip() for p in selector.split(",") if p.strip()]:
@@ -110,7 +125,11 @@ def resolve(tables: dict[str, pd.DataFrame], selector: str) -> Side:
                            zip(df.get("backend", []), df.get("backend_version", []), strict=True)})
         raise UsageError(f"{selector!r} matches nothing in the store; valid selectors: "
                          f"{', '.join(versions) or '(store is empty)'}; or a run id: {', '.join(ids[-10:])}")
-    return Side(selector, latest(pick["accuracy"], ACC_KEY), pool_timings(pick["timing"]))
+    return side(selector, pick["accuracy"], pick["timing"])
+
+
+def side(selector: str, accuracy: pd.DataFrame, timing: pd.DataFrame) -> Side:
+    return Side(selector, latest(accuracy, ACC_KEY), pool_timings(timing), timing)
 
 
 @dataclass
@@ -121,6 +140,7 @@ class Result:
     only_new: dict[str, int] = field(default_factory=dict)
     base: str = ""
     new: str = ""
+    stability: pd.DataFrame = field(default_factory=pd.DataFrame)  # per timing run of either side
 
     @property
     def regressions(self) -> int:
@@ -164,30 +184,117 @@ def accuracy_change(vb: str, vn: str, eb: float, en: float, factor: float) -> st
     return "same"
 
 
-def speed_change(samples_base, samples_new, th: Thresholds, runs_base=(), runs_new=()) -> tuple[str, float, float]:
-    """(change, ratio of medians new/base, p-value of the two-sided Mann-Whitney U test).
+# --- speed: decided on run-level statistics --------------------------------------------------------
 
-    Rounds within one run are not independent (a noisy machine's slow spells outlast a round), so on
-    their own they understate run-to-run drift. When both sides were timed in at least two runs
-    (`runs_*`: each run's median), a change must also hold for every pair of runs: every new run
-    slower than every base run (or faster, for an improvement)."""
+def u_null_cdf(m: int, n: int) -> np.ndarray:
+    """P(U <= u), u = 0 .. m*n, of the Mann-Whitney U statistic when all C(m+n, m) orderings of m + n
+    runs are equally likely (no ties): the exact permutation distribution."""
+    counts = np.zeros((m + 1, n + 1, m * n + 1))
+    counts[0, :, 0] = counts[:, 0, 0] = 1
+    for i in range(1, m + 1):
+        for j in range(1, n + 1):
+            counts[i, j, j:] += counts[i - 1, j, :m * n + 1 - j]  # the largest run is one of the m: it beats all n
+            counts[i, j] += counts[i, j - 1]
+    return np.cumsum(counts[m, n]) / math.comb(m + n, m)
+
+
+def interval_rank(m: int, n: int, alpha: float) -> int | None:
+    """The largest k with P(U <= k-1) <= alpha/2: the k-th smallest and largest of the m*n pairwise
+    log ratios bound an exact (1 - alpha) interval (Moses' interval, the inversion of the permutation
+    test). None when even complete separation of the runs is not significant at alpha (too few runs)."""
+    if m < 1 or n < 1:
+        return None
+    cdf = u_null_cdf(m, n)
+    ok = np.nonzero(cdf <= alpha / 2)[0]
+    return int(ok[-1]) + 1 if len(ok) else None
+
+
+def min_runs(alpha: float) -> int:
+    """Fewest runs per side (equal sides) for which the exact test at alpha can decide at all."""
+    return next((k for k in range(1, 40) if interval_rank(k, k, alpha) is not None), 40)
+
+
+@dataclass(frozen=True)
+class SpeedDecision:
+    change: str  # "regression: ...", "improvement: ...", "no change", "inconclusive: <why>"
+    ratio: float  # median over the new runs / median over the base runs (of each run's min or median time)
+    low: float  # exact (1 - alpha) interval on the time ratio (from the runs' pairwise ratios)
+    high: float
+    noise: float  # run-to-run spread: pooled standard deviation of log run times, as a fraction
+    p_value: float  # exact two-sided Mann-Whitney U test on the run times
+
+
+def run_noise(runs_base, runs_new) -> float:
+    """Pooled standard deviation of the log run times within each side (exp(s) - 1): the noise floor
+    of a configuration, what two runs of one build differ by."""
+    logs = [np.log(np.asarray(r, dtype=float)) for r in (runs_base, runs_new)]
+    dof = sum(len(x) - 1 for x in logs)
+    if dof < 1:
+        return math.nan
+    return float(np.expm1(math.sqrt(sum(((x - x.mean()) ** 2).sum() for x in logs) / dof)))
+
+
+def speed_decision(runs_base, runs_new, th: Thresholds) -> SpeedDecision:
+    """Judge one configuration from one time per run (each run a fresh process).
+
+    regression: the exact interval on the time ratio lies above 1 and the ratio of medians is above
+    1 + min_effect (improvement: the mirror image); no change: the interval lies within the
+    +-min_effect band; inconclusive: too few runs for the test to decide at alpha, or an interval too
+    wide for either (the configuration's run-to-run noise is reported with it)."""
     from scipy.stats import mannwhitneyu
 
-    sb, sn = np.asarray(samples_base, dtype=float), np.asarray(samples_new, dtype=float)
-    if sb.size < 2 or sn.size < 2:
-        return "too few samples", np.nan, np.nan
-    ratio = float(np.median(sn) / np.median(sb))
-    p = float(mannwhitneyu(sn, sb, alternative="two-sided").pvalue)
-    replicated = len(runs_base) >= 2 and len(runs_new) >= 2
-    if p < th.alpha and ratio > 1 + th.min_effect:
-        if replicated and min(runs_new) <= max(runs_base):
-            return "same (runs disagree)", ratio, p
-        return f"regression: {ratio:.2f}x time", ratio, p
-    if p < th.alpha and ratio < 1 / (1 + th.min_effect):
-        if replicated and max(runs_new) >= min(runs_base):
-            return "same (runs disagree)", ratio, p
-        return f"improvement: {1 / ratio:.2f}x faster", ratio, p
-    return ("same" if p >= th.alpha else "same (change below min effect)"), ratio, p
+    rb, rn = np.asarray(runs_base, dtype=float), np.asarray(runs_new, dtype=float)
+    rb, rn = rb[np.isfinite(rb) & (rb > 0)], rn[np.isfinite(rn) & (rn > 0)]
+    noise = run_noise(rb, rn)
+    if rb.size == 0 or rn.size == 0:
+        return SpeedDecision("inconclusive: no timing on one side", math.nan, math.nan, math.nan, noise, math.nan)
+    ratio = float(np.median(rn) / np.median(rb))
+    k = interval_rank(rb.size, rn.size, th.alpha)
+    if k is None:
+        need = min_runs(th.alpha)
+        return SpeedDecision(f"inconclusive: too few runs ({rb.size}+{rn.size}; at alpha {th.alpha:g} the exact "
+                             f"test needs {need}+{need})", ratio, math.nan, math.nan, noise, math.nan)
+    pair = np.sort((np.log(rn)[None, :] - np.log(rb)[:, None]).ravel())
+    low, high = float(np.exp(pair[k - 1])), float(np.exp(pair[-k]))
+    p = float(mannwhitneyu(rn, rb, alternative="two-sided", method="exact").pvalue)
+    band = 1 + th.min_effect
+    if low > 1 and ratio > band:
+        change = f"regression: {ratio:.2f}x time"
+    elif high < 1 and ratio < 1 / band:
+        change = f"improvement: {1 / ratio:.2f}x faster"
+    elif low >= 1 / band and high <= band:
+        change = "no change"
+    else:
+        change = (f"inconclusive: noise (interval {low:.2f}-{high:.2f}x crosses the {th.min_effect:.0%} "
+                  f"threshold; run-to-run noise {noise:.1%})")
+    return SpeedDecision(change, ratio, low, high, noise, p)
+
+
+def run_stability(timing: pd.DataFrame, limit: float) -> pd.DataFrame:
+    """Per run: the copy bandwidth measured before and after its sweep, the relative move, and whether it
+    moved by more than `limit` (an unstable run: the machine changed under it). Runs stored before the
+    second measurement existed have no verdict."""
+    cols = ["run_id", "copy_start", "copy_end", "moved", "unstable"]
+    if timing.empty or "copy_gbps_end" not in timing:
+        return pd.DataFrame(columns=cols)
+    g = timing.groupby("run_id").agg(copy_start=("copy_gbps", "median"), copy_end=("copy_gbps_end", "median"))
+    g = g[g.copy_start.notna() & g.copy_end.notna()].reset_index()
+    g["moved"] = g.copy_end / g.copy_start - 1
+    g["unstable"] = g.moved.abs() > limit
+    return g[cols]
+
+
+def unstable_warning(stability: pd.DataFrame, limit: float) -> str:
+    """pyperf-style: say that the result may be unstable, why, and what to do."""
+    bad = stability[stability.unstable]
+    if bad.empty:
+        return ""
+    lines = ["WARNING: the benchmark result may be unstable"]
+    lines += [f"* run {r.run_id}: copy bandwidth moved by {r.moved:+.1%} during the run "
+              f"({r.copy_start:.1f} -> {r.copy_end:.1f} GB/s; limit {limit:.0%})" for r in bad.itertuples()]
+    lines.append("Other work on the machine changed its speed while these runs were timed. Rerun them on a "
+                 "quieter machine, or add runs (python -m suite ab --runs N) so that one bad run weighs less.")
+    return "\n".join(lines)
 
 
 def compare(base: Side, new: Side, th: Thresholds) -> Result:
@@ -202,13 +309,18 @@ def compare(base: Side, new: Side, th: Thresholds) -> Result:
     sp = _join(base.timing[base.timing.median_s.notna()], new.timing[new.timing.median_s.notna()],
                _key(base, new, SPEED_KEY), "speed", result)
     if not sp.empty:
-        judged = [speed_change(b, n, th, rb, rn) for b, n, rb, rn in
-                  zip(sp.samples_base, sp.samples_new, sp.run_medians_base, sp.run_medians_new, strict=True)]
-        sp["change"] = [c for c, _, _ in judged]
-        sp["time_ratio"] = [r for _, r, _ in judged]
-        sp["p_value"] = [p for _, _, p in judged]
+        col = "run_medians" if th.statistic == "median" else "run_mins"
+        judged = [speed_decision(rb, rn, th) for rb, rn in zip(sp[f"{col}_base"], sp[f"{col}_new"], strict=True)]
+        sp["change"] = [d.change for d in judged]
+        sp["time_ratio"] = [d.ratio for d in judged]
+        sp["ratio_low"] = [d.low for d in judged]
+        sp["ratio_high"] = [d.high for d in judged]
+        sp["noise"] = [d.noise for d in judged]
+        sp["p_value"] = [d.p_value for d in judged]
     else:
         sp = pd.DataFrame(columns=["change"])
+    result.stability = pd.concat([run_stability(base.raw_timing, th.unstable),
+                                  run_stability(new.raw_timing, th.unstable)], ignore_index=True)
     result.accuracy, result.speed = acc, sp
     return result
 
@@ -219,8 +331,8 @@ def default_report_path(root: Path, base: str, new: str) -> Path:
 
 
 def _kind(change: pd.Series) -> pd.Series:
-    return change.str.split(":").str[0].replace({"same (change below min effect)": "same",
-                                                 "same (runs disagree)": "same"})
+    """regression, improvement, no change (accuracy's `same` too) or inconclusive."""
+    return change.str.split(":").str[0].replace({"same": "no change"})
 
 
 def _listing(df: pd.DataFrame, cols: list[str], kind: str) -> str:
@@ -239,7 +351,8 @@ def summary_table(result: Result) -> pd.DataFrame:
     for name, df in (("accuracy", result.accuracy), ("speed", result.speed)):
         counts = _kind(df.change).value_counts() if len(df) else pd.Series(dtype=int)
         rows.append({"table": name, "compared": len(df), "regressions": int(counts.get("regression", 0)),
-                     "improvements": int(counts.get("improvement", 0)), "same": int(counts.get("same", 0)),
+                     "improvements": int(counts.get("improvement", 0)), "no change": int(counts.get("no change", 0)),
+                     "inconclusive": int(counts.get("inconclusive", 0)),
                      "only in base": result.only_base.get(name, 0), "only in new": result.only_new.get(name, 0)})
     return pd.DataFrame(rows)
 
@@ -256,20 +369,38 @@ def by_group(result: Result) -> pd.DataFrame:
     return t.reset_index()
 
 
-def _replication(result: Result) -> str:
+def noise_by_size(result: Result) -> pd.DataFrame:
+    """The noise floor (run-to-run spread of the per-run times) per input size: median and worst over
+    the configurations of that size, next to the outcomes there."""
+    sp = result.speed
+    if sp.empty or "noise" not in sp or sp.noise.isna().all():
+        return pd.DataFrame()
+    sp = sp.assign(kind=_kind(sp.change))
+    t = sp.groupby(["batch", "vocab"]).agg(configurations=("change", "size"), noise_median=("noise", "median"),
+                                           noise_worst=("noise", "max"))
+    counts = pd.crosstab([sp.batch, sp.vocab], sp.kind)
+    t = t.join(counts).fillna(0).reset_index()
+    for c in ("noise_median", "noise_worst"):
+        t[c] = [f"{x:.1%}" for x in t[c]]
+    return t
+
+
+def _replication(result: Result, th: Thresholds) -> str:
     sp = result.speed
     if sp.empty or "n_runs_base" not in sp:
         return ""
     nb, nn = int(sp.n_runs_base.min()), int(sp.n_runs_new.min())
-    line = f"- timing runs per configuration: base {nb}, new {nn}\n"
-    if min(nb, nn) >= 2:
-        chance = 1 / math.comb(nb + nn, nb)
-        line += (f"- if runs of either version were interchangeable (drift only), every new run would land above "
-                 f"every base run by chance with probability {chance:.3g} per configuration and direction; "
-                 "that, not the sample test's p, bounds the false alarms on a machine that drifts\n")
+    line = f"- timing runs per configuration (each a fresh process): base {nb}, new {nn}\n"
+    k = interval_rank(nb, nn, th.alpha)
+    if k is None:
+        need = min_runs(th.alpha)
+        line += (f"- **too few runs**: at alpha {th.alpha:g} the exact test on run times needs at least "
+                 f"{need} runs per side, so no speed change can be confirmed; time each version in "
+                 f"`python -m suite ab --runs {need}`\n")
     else:
-        line += ("- **warning**: with one run per side, drift between runs is not measured; on a noisy "
-                 "machine time each version in two or more runs, interleaved (A B B A), and compare again\n")
+        line += (f"- if the runs of both sides were interchangeable (no change, drift only), a configuration is "
+                 f"flagged in a given direction with probability <= {u_null_cdf(nb, nn)[k - 1]:.3g}: its interval "
+                 f"excludes 1 only when at most {k - 1} of the {nb * nn} base/new run pairs are out of order\n")
     return line
 
 
@@ -277,15 +408,23 @@ def render_markdown(result: Result, base: str, new: str, th: Thresholds) -> str:
     acc_cols = [c for c in ("backend", *ACC_KEY) if c in result.accuracy.columns] + [
         "verdict_base", "verdict_new", "ulp_err_scaled_base", "ulp_err_scaled_new", "change"]
     sp_cols = [c for c in ("backend", *SPEED_KEY) if c in result.speed.columns] + [
-        "n_runs_base", "n_runs_new", "median_s_base", "median_s_new", "time_ratio", "p_value", "change"]
+        "n_runs_base", "n_runs_new", "median_s_base", "median_s_new", "time_ratio", "ratio_low", "ratio_high",
+        "noise", "change"]
     groups = by_group(result)
+    noise = noise_by_size(result)
+    warning = unstable_warning(result.stability, th.unstable)
     parts = [
         f"# Comparison: `{base}` -> `{new}`\n",
         f"- base: {result.base}\n- new: {result.new}\n",
         f"- accuracy regression: a worse verdict, or graded ULP error grown by more than x{th.ulp_factor:g} "
-        f"(errors below 1 ULP count as 1)\n- speed regression: Mann-Whitney U p < {th.alpha:g} on the timing "
-        f"samples (pooled over runs) and median time up by more than {th.min_effect:.0%}; with two or more "
-        f"runs per side, also every new run slower than every base run\n{_replication(result)}",
+        f"(errors below 1 ULP count as 1)\n- speed, per configuration, on each timing run's {th.statistic} time "
+        f"(each run a fresh process): ratio = median over the new runs / median over the base runs, with an exact "
+        f"{1 - th.alpha:.1%} "
+        f"interval (the permutation test's, from the runs' pairwise ratios). Regression: interval above 1 and "
+        f"ratio above {1 + th.min_effect:g}; improvement: the mirror image; no change: interval within "
+        f"{1 / (1 + th.min_effect):.3g}-{1 + th.min_effect:g}; inconclusive: too few runs or too much run-to-run "
+        f"noise to tell (noise: pooled spread of the log run times)\n{_replication(result, th)}",
+        *([f"```\n{warning}\n```\n"] if warning else []),
         "## Summary\n", summary_table(result).to_markdown(index=False) + "\n",
         "## Accuracy changes by op, implementation, pass and dtype\n",
         (groups.to_markdown(index=False) + "\n") if len(groups) else "none\n",
@@ -293,6 +432,9 @@ def render_markdown(result: Result, base: str, new: str, th: Thresholds) -> str:
         "## Accuracy improvements\n", _listing(result.accuracy, acc_cols, "improvement"),
         "## Speed regressions\n", _listing(result.speed, sp_cols, "regression"),
         "## Speed improvements\n", _listing(result.speed, sp_cols, "improvement"),
+        "## Speed noise floor and outcomes by input size\n",
+        (noise.to_markdown(index=False) + "\n") if len(noise) else "none (fewer than two runs per side)\n",
+        "## Speed inconclusive\n", _listing(result.speed, sp_cols, "inconclusive"),
     ]
     verdict = "REGRESSIONS FOUND" if result.regressions else "no regression"
     parts.append(f"**{verdict}**: {result.regressions} regression(s).\n")
@@ -310,7 +452,8 @@ def write_csv(result: Result, md_path: Path) -> Path:
                 if c in acc.columns]
     sp = result.speed
     sp_cols = [c for c in ("backend", *SPEED_KEY, "n_runs_base", "n_runs_new", "median_s_base", "median_s_new",
-                           "time_ratio", "p_value", "gbps_base", "gbps_new", "change") if c in sp.columns]
+                           "time_ratio", "ratio_low", "ratio_high", "noise", "p_value", "gbps_base", "gbps_new",
+                           "change") if c in sp.columns]
     path = md_path.with_suffix(".csv")
     table = pd.concat([acc[acc_cols].assign(table="accuracy"), sp[sp_cols].assign(table="speed")],
                       ignore_index=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from suite.compare import ACC_KEY, SPEED_KEY, Side, Thresholds, compare, latest, pool_timings, summary_table
+from suite.compare import ACC_KEY, SPEED_KEY, Thresholds, compare, latest, min_runs, side, summary_table
 from suite.ops import IMPLS, OPS, PASSES, STABLE_IMPLS
 from suite.selection import UsageError
 from suite.store import Store
@@ -209,8 +209,9 @@ DEFAULT_THRESHOLDS = Thresholds()
 
 
 def versions(data: Data, th: Thresholds = DEFAULT_THRESHOLDS) -> pd.DataFrame:
-    """Each pair of consecutive versions of a framework on a device, judged as `compare` judges
-    (timing samples pooled over every run of a version)."""
+    """Each pair of consecutive versions of a framework on a device, judged as `compare` judges (speed on
+    the per-run times of every timing run of a version: regression, improvement, no change or
+    inconclusive, with the configurations' median run-to-run noise)."""
     raw = data.raw or {"accuracy": data.accuracy, "timing": data.timing}
     rows = []
     both = pd.concat([raw["accuracy"][["backend", "device", "backend_version"]],
@@ -218,14 +219,15 @@ def versions(data: Data, th: Thresholds = DEFAULT_THRESHOLDS) -> pd.DataFrame:
     for (backend, device), g in both.groupby(["backend", "device"]):
         vers = sorted(g.backend_version.unique(), key=_version_key)
         for old, new in zip(vers, vers[1:], strict=False):
-            def side(v, backend=backend, device=device):
-                pick = {t: df[(df.backend == backend) & (df.device == device) & (df.backend_version == v)]
-                        for t, df in raw.items()}
-                return Side(f"{backend}=={v}", latest(pick["accuracy"], ACC_KEY), pool_timings(pick["timing"]))
-            result = compare(side(old), side(new), th)
+            def pick(v, backend=backend, device=device):
+                sel = {t: df[(df.backend == backend) & (df.device == device) & (df.backend_version == v)]
+                       for t, df in raw.items()}
+                return side(f"{backend}=={v}", sel["accuracy"], sel["timing"])
+            result = compare(pick(old), pick(new), th)
             s = summary_table(result).set_index("table")
-            runs = (f"{int(result.speed.n_runs_base.min())}+{int(result.speed.n_runs_new.min())}"
-                    if "n_runs_base" in result.speed else "")
+            sp = result.speed
+            runs = f"{int(sp.n_runs_base.min())}+{int(sp.n_runs_new.min())}" if "n_runs_base" in sp else ""
+            noise = sp.noise.median() if "noise" in sp and sp.noise.notna().any() else np.nan
             rows.append({"backend": backend, "device": device, "base": old, "new": new,
                          "accuracy compared": s.loc["accuracy", "compared"],
                          "accuracy regressions": s.loc["accuracy", "regressions"],
@@ -233,6 +235,9 @@ def versions(data: Data, th: Thresholds = DEFAULT_THRESHOLDS) -> pd.DataFrame:
                          "speed compared": s.loc["speed", "compared"], "timing runs": runs,
                          "speed regressions": s.loc["speed", "regressions"],
                          "speed improvements": s.loc["speed", "improvements"],
+                         "speed no change": s.loc["speed", "no change"],
+                         "speed inconclusive": s.loc["speed", "inconclusive"],
+                         "run-to-run noise": "" if np.isnan(noise) else f"{noise:.1%}",
                          "compare": f"python -m suite compare {backend}=={old} {backend}=={new}"})
     return pd.DataFrame(rows)
 
@@ -387,11 +392,15 @@ def build(data: Data, out: Path) -> list[Section]:
     sections.append(Section(
         "Versions",
         "Consecutive versions of a framework in the store, judged as `python -m suite compare` judges: an "
-        "accuracy regression is a worse verdict or an error grown past x2; a speed regression is a "
-        "Mann–Whitney U p < 0.01 on the timing samples with the median up by more than 10% and, with two or "
-        "more timing runs per version, every run of the new version slower than every run of the old. Speed "
-        "counts are only as good as that replication: on a machine that drifts between runs, two runs per "
-        "side still leave a 1-in-6 chance per configuration that drift alone lines them up.",
+        "accuracy regression is a worse verdict or an error grown past x2. Speed is judged per configuration "
+        f"on each timing run's {'fastest' if DEFAULT_THRESHOLDS.statistic == 'min' else 'median'} round (each run a "
+        "fresh process; `python -m suite ab` "
+        "makes them, "
+        f"interleaved): a regression needs the exact {1 - DEFAULT_THRESHOLDS.alpha:.1%} interval on the time "
+        f"ratio above 1 and the ratio above {1 + DEFAULT_THRESHOLDS.min_effect:g}; no change means the interval "
+        "lies within ±10%; anything else is inconclusive: too few runs (fewer than "
+        f"{min_runs(DEFAULT_THRESHOLDS.alpha)} per version) or run-to-run noise too large to tell. The noise "
+        "column is the median over configurations of the run-to-run spread of those per-run times.",
         {"": (ver, False)}))
     images = []
     if len(acc) and plot_error_vs_magnitude(acc, out / "error_vs_magnitude.png"):

@@ -21,8 +21,8 @@ from suite.runner import Inputs
 
 TIMING_COLUMNS = [
     "backend", "backend_version", "device", "dtype", "op", "impl", "pass", "batch", "vocab", "bytes",
-    "median_s", "iqr_s", "min_s", "rounds", "number", "gbps", "pct_of_copy", "copy_gbps", "compile_s",
-    "samples", "message",
+    "median_s", "iqr_s", "min_s", "rounds", "number", "gbps", "pct_of_copy", "copy_gbps", "copy_gbps_end",
+    "compile_s", "samples", "message",
 ]
 PASSES = ("forward", "forward+backward")
 # Default sweep: vocab 2^4 .. 2^18 (odd widths too), batch chosen so float32 inputs grow with the vocab
@@ -159,8 +159,19 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 
 
 def threads_for_timing() -> int:
-    """Every framework gets the same intra-op thread count: all cores (numpy's ufuncs use one)."""
-    return os.cpu_count() or 1
+    """Every framework gets the same intra-op thread count: the CPUs this process may run on (its
+    affinity, which `python -m suite ab` fixes; numpy's ufuncs use one)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def cpu_affinity() -> list[int] | None:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return None
 
 
 def from_benchmark_json(path) -> pd.DataFrame:

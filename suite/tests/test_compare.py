@@ -1,5 +1,5 @@
-"""`python -m suite compare`: verdict and ULP regressions, speed judged by Mann-Whitney U plus a minimum
-effect, exit status 1 on a regression (so CI can gate on it), 2 on a bad selector."""
+"""`python -m suite compare`: verdict and ULP regressions, exit status 1 on a regression (so CI can gate on
+it), 2 on a bad selector; the speed decision itself is tested in test_speed_decision.py."""
 
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from suite.compare import Thresholds, accuracy_change, speed_change
+from suite.compare import accuracy_change
 from suite.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
-TH = Thresholds()
 
 
 @pytest.mark.parametrize(("vb", "vn", "eb", "en", "kind"), [
@@ -34,17 +33,6 @@ def test_accuracy_change(vb, vn, eb, en, kind):
 
 def _samples(median: float, spread: float, n: int = 30, seed: int = 0) -> np.ndarray:
     return median * (1 + spread * np.random.default_rng(seed).standard_normal(n))
-
-
-def test_speed_regression_needs_significance_and_effect():
-    base = _samples(1e-3, 0.01)
-    assert speed_change(base, _samples(1.3e-3, 0.01, seed=1), TH)[0].startswith("regression")
-    assert speed_change(base, _samples(0.7e-3, 0.01, seed=1), TH)[0].startswith("improvement")
-    small = speed_change(base, _samples(1.03e-3, 0.002, seed=1), TH)  # significant, but only 3%
-    assert small[0] == "same (change below min effect)" and small[2] < TH.alpha
-    noisy = speed_change(_samples(1e-3, 0.6, n=5), _samples(1.3e-3, 0.6, n=5, seed=1), TH)  # 30% within noise
-    assert noisy[0] == "same" and noisy[2] >= TH.alpha
-    assert speed_change([1.0], [2.0], TH)[0] == "too few samples"
 
 
 def _acc(version: str, verdicts: list[str], errs: list[float]) -> pd.DataFrame:
@@ -82,8 +70,8 @@ def test_regression_exits_1_and_writes_markdown_and_csv(store, tmp_path):
     assert p.returncode == 1, p.stdout + p.stderr
     md = out.read_text()
     assert "REGRESSIONS FOUND" in md and "ok -> nonfinite" in md and "nonfinite -> ok" in md
-    assert "1.5" in md and "x time" in md  # the 50% slower timing
-    assert "| accuracy |          3 |             1 |              1 |      1 |" in md
+    assert "inconclusive: too few runs (1+1" in md  # one timing run per side proves nothing about speed
+    assert "| accuracy |          3 |             1 |              1 |           1 |              0 |" in md
     csv = pd.read_csv(out.with_suffix(".csv"))
     assert set(csv.table) == {"accuracy", "speed"} and len(csv) == 3  # 2 changed accuracy rows + 1 timing
     assert "REGRESSIONS FOUND" in p.stdout  # the terminal gets the same tables
@@ -132,12 +120,3 @@ def test_timing_runs_of_one_selector_are_pooled():
     assert len(pooled) == 1 and pooled.n_runs[0] == 2 and pooled.run_id[0] == "r1,r2"
     assert len(pooled.samples[0]) == 40
     assert pooled.median_s[0] == pytest.approx(np.median([*a.samples[0], *b.samples[0]]))
-
-
-def test_replicated_runs_must_agree():
-    base = _samples(1e-3, 0.01, 60)
-    new = _samples(1.3e-3, 0.01, 60, seed=1)
-    assert speed_change(base, new, TH, [1.0e-3, 1.01e-3], [1.3e-3, 1.31e-3])[0].startswith("regression")
-    # pooled samples look slower, but one new run was as fast as a base run: drift, not the version
-    assert speed_change(base, new, TH, [1.0e-3, 1.2e-3], [1.1e-3, 1.5e-3])[0] == "same (runs disagree)"
-    assert speed_change(new, base, TH, [1.3e-3, 1.31e-3], [1.0e-3, 1.01e-3])[0].startswith("improvement")
