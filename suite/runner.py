@@ -199,12 +199,14 @@ def compute_group(backend: BaseBackend, keys: list[Key], inp: Inputs) -> dict[Ke
     """Every requested (op, impl, pass) in one compiled program (backend.compile_group), each
     function walled off from the others so that its outputs are bit-identical to running it alone
     (tested: suite/tests/test_isolation.py). `temperature`'s steps, whose T is a compile-time
-    constant as in user code, form a program of their own per T."""
+    constant as in user code, form a program of their own per T (at T = 1 they join the others)."""
     out: dict[Key, Any] = {}
-    for group in ([k for k in keys if k[1] != "temperature"], [k for k in keys if k[1] == "temperature"]):
+    groups = ([keys] if inp.temperature == 1.0 else
+              [[k for k in keys if k[1] != "temperature"], [k for k in keys if k[1] == "temperature"]])
+    for group in groups:
         if not group:
             continue
-        T = inp.temperature if group[0][1] == "temperature" else 1.0
+        T = inp.temperature if all(k[1] == "temperature" for k in group) else 1.0
         ck = (id(backend), tuple(group), T)
         if ck not in _GROUPS:
             _GROUPS[ck] = backend.compile_group([step(backend, k[1], k[0], k[2], T) for k in group])
