@@ -407,12 +407,24 @@ def run(plan: Plan, progress: bool | None = None, jobs: int = 1,
         # reduction's result depends on how many threads split it (torch's on 262,147 classes does), and a
         # row must not depend on what else was selected; the workers share the cores instead
         plan = replace(plan, threads=ACCURACY_THREADS)
+    # references are computed once per (case, dtype) and shared by every framework's task through a
+    # run-private cache, in this process or across the workers
+    with tempfile.TemporaryDirectory(prefix="softmax-suite-refs-") as cache:
+        _run_tasks(replace(plan, cache_dir=cache), jobs, tick, info, finished)
+    bar.close()
+    df = pd.concat(frames, ignore_index=True) if frames else _frame([], plan)
+    return df, info
+
+
+def _run_tasks(plan: Plan, jobs: int, tick: Callable[[str], None], info: RunInfo,
+               finished: Callable[[str, list[dict]], None]) -> None:
+    """Every (backend, dtype) task, in this process or in `jobs` workers; `finished(backend, rows)` as
+    soon as all of a backend's tasks are done."""
     if jobs == 1:
-        with tempfile.TemporaryDirectory(prefix="softmax-suite-refs-") as cache:
-            for backend in plan.backends:
-                rows, part = run_slice(replace(plan, backends=[backend], cache_dir=cache), plan.dtypes, tick)
-                _merge(info, part)
-                finished(backend, rows)
+        for backend in plan.backends:
+            rows, part = run_slice(replace(plan, backends=[backend]), plan.dtypes, tick)
+            _merge(info, part)
+            finished(backend, rows)
     else:
         import multiprocessing as mp
         from multiprocessing.managers import SyncManager
@@ -420,8 +432,7 @@ def run(plan: Plan, progress: bool | None = None, jobs: int = 1,
         ctx = mp.get_context("spawn")  # frameworks are not fork-safe once started
         manager = SyncManager(ctx=ctx)
         manager.start(_die_with_parent, (os.getpid(),))
-        with manager, _pool(jobs, ctx) as pool, tempfile.TemporaryDirectory(prefix="softmax-suite-refs-") as cache:
-            plan = replace(plan, cache_dir=cache)  # references shared by the tasks of each dtype
+        with manager, _pool(jobs, ctx) as pool:
             queue = manager.Queue()
             tasks = _tasks(plan)
             futures = [pool.submit(_worker, p, d, queue) for p, d in tasks]
@@ -446,9 +457,6 @@ def run(plan: Plan, progress: bool | None = None, jobs: int = 1,
                         del pending[backend]
             while not queue.empty():
                 tick(queue.get())
-    bar.close()
-    df = pd.concat(frames, ignore_index=True) if frames else _frame([], plan)
-    return df, info
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
