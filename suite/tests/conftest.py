@@ -36,3 +36,10 @@ def pytest_configure(config):
     opt = config.option
     if hasattr(opt, "benchmark_disable") and not (opt.benchmark_only or getattr(opt, "benchmark_enable", False)):
         opt.benchmark_disable = True
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The conformance matrix first: it is the longest unit of work (one computed matrix shared by all of
+    its tests), so under pytest-xdist (`--dist loadfile`) it starts at once while the other workers take
+    the other files."""
+    items.sort(key=lambda item: item.path.name != "test_conformance.py")  # stable: the rest keep their order

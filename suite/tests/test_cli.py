@@ -1,5 +1,6 @@
-"""`python -m suite` end to end in a subprocess: usage errors exit 2 with the valid choices and no
-traceback, bad case files write nothing, a good run writes the table and env.json."""
+"""`python -m suite` end to end (its `main` in this process; `list` also in a real subprocess): usage
+errors exit 2 with the valid choices and no traceback, bad case files write nothing, a good run writes
+the table and env.json."""
 
 from __future__ import annotations
 
@@ -12,15 +13,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from suite.tests.helpers import suite_main
+
 ROOT = Path(__file__).resolve().parents[2]
 COLUMNS = ["backend", "backend_version", "device", "dtype", "op", "impl", "case", "pass",
            "max_abs_err", "max_rel_err", "max_ulp_err", "n_nonfinite", "verdict", "message"]
 ENV_KEYS = ["python", "numpy", "frameworks", "cpu_model", "git_commit", "utc_time", "command", "threads"]
 
 
-def suite(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "suite", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+def suite(*args: str) -> subprocess.CompletedProcess:
+    return suite_main(*args)
 
 
 def run_small(out: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -214,7 +216,9 @@ def test_tag_selection_runs(tmp_path):
 # --- list ----------------------------------------------------------------------------------------
 
 def test_list_cases():
-    p = suite("list")
+    """The real console entry, in a fresh interpreter."""
+    p = subprocess.run([sys.executable, "-m", "suite", "list"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120, check=False)
     assert p.returncode == 0, p.stderr
     assert "seed000_batch" in p.stdout
     assert "seed004_vec" in p.stdout

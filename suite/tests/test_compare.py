@@ -13,6 +13,7 @@ import pytest
 
 from suite.compare import accuracy_change
 from suite.store import Store
+from suite.tests.helpers import suite_main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,13 +61,15 @@ def store(tmp_path) -> Path:
 
 
 def compare(store: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "suite", "compare", *args, "--store", str(store)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, check=False)
+    """`python -m suite compare ...` (its `main`, in this process)."""
+    return suite_main("compare", *args, "--store", str(store))
 
 
 def test_regression_exits_1_and_writes_markdown_and_csv(store, tmp_path):
+    """In a real process: the exit status CI gates on."""
     out = tmp_path / "cmp.md"
-    p = compare(store, "jax==0.1", "jax==0.2", "--out", str(out))
+    p = subprocess.run([sys.executable, "-m", "suite", "compare", "jax==0.1", "jax==0.2", "--out", str(out),
+                        "--store", str(store)], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert p.returncode == 1, p.stdout + p.stderr
     md = out.read_text()
     assert "REGRESSIONS FOUND" in md and "ok -> nonfinite" in md and "nonfinite -> ok" in md

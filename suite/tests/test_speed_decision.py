@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +23,8 @@ from suite.compare import (
     unstable_warning,
 )
 from suite.store import Store
+from suite.tests.helpers import suite_main
 
-ROOT = Path(__file__).resolve().parents[2]
 TH = Thresholds()
 
 
@@ -130,8 +129,7 @@ def _protocol_store(tmp_path, new_factor: float, n: int = 6, unstable: bool = Fa
 
 
 def _compare(store: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "suite", "compare", "ab-x:A", "ab-x:B", "--store", str(store),
-                           *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    return suite_main("compare", "ab-x:A", "ab-x:B", "--store", str(store), *args)
 
 
 @pytest.mark.parametrize(("factor", "n", "code", "outcome"), [
