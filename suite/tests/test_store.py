@@ -17,6 +17,7 @@ import pytest
 
 from suite.selection import UsageError
 from suite.store import PARTITIONS, Shard, Store, check_run_id, new_run_id
+from suite.tests.helpers import suite_main
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = ["backend", "backend_version", "device", "dtype", "op", "impl", "case", "pass"]
@@ -29,9 +30,9 @@ def table(backend="numpy", version="1.0", device="cpu", n=4, verdict="ok") -> pd
                          "ulp_err_scaled": np.arange(n, dtype=float)})
 
 
-def suite(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "suite", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+def suite(*args: str) -> subprocess.CompletedProcess:
+    """`python -m suite ...` (its `main`, in this process; the killed run below is a real process)."""
+    return suite_main(*args)
 
 
 def test_partitions_read_as_one_dataset_by_pandas_and_pyarrow(tmp_path):
@@ -145,7 +146,8 @@ def test_run_ids():
 
 
 def test_sharded_run_merges_into_the_unsharded_run(tmp_path):
-    common = ["--backends", "numpy", "--dtypes", "float16,float32", "--cases", "seed,mask", "--no-progress"]
+    common = ["--backends", "numpy", "--dtypes", "float16,float32", "--cases", "seed,mask", "--jobs", "1",
+              "--no-progress"]
     whole = suite("run", *common, "--store", str(tmp_path / "whole"), "--run-id", "w")
     assert whole.returncode == 0, whole.stderr
     for i in (1, 2, 3):

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
+from suite.tests.helpers import suite_main
 from suite.timing import TIMING_COLUMNS, from_benchmark_json, measure, parse_sizes, traffic_bytes
-
-from .conftest import ROOT
 
 
 class FakeClock:
@@ -67,18 +64,15 @@ def test_parse_sizes():
 @pytest.mark.parametrize("args", [["--sizes", "64"], ["--sizes", "0x8"], ["--ops", "nope"], ["--min-time", "0"],
                                   ["--passes", "backward"]])
 def test_bench_cli_bad_input_exits_2(tmp_path, args):
-    r = subprocess.run([sys.executable, "-m", "suite", "bench", "--backends", "numpy", "--store", str(tmp_path / "o"),
-                        *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    r = suite_main("bench", "--backends", "numpy", "--store", str(tmp_path / "o"), *args)
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.startswith("error:")
     assert not (tmp_path / "o").exists()
 
 
 def test_bench_cli_writes_table_plot_and_env(tmp_path):
     out = tmp_path / "o"
-    r = subprocess.run([sys.executable, "-m", "suite", "bench", "--backends", "numpy", "--dtypes", "float32",
-                        "--ops", "softmax", "--impls", "fused,naive", "--sizes", "8x64", "--min-time", "0.01",
-                        "--store", str(out), "--run-id", "t1", "--no-progress"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = suite_main("bench", "--backends", "numpy", "--dtypes", "float32", "--ops", "softmax", "--impls", "fused,naive",
+                   "--sizes", "8x64", "--min-time", "0.01", "--store", str(out), "--run-id", "t1", "--no-progress")
     assert r.returncode == 0, r.stderr
     df = pd.read_parquet(out / "timing")  # hive partitions: backend, backend_version, device at the end
     assert sorted(df.columns) == sorted([*TIMING_COLUMNS, "run_id"]) and len(df) == 4  # 2 impls x 2 passes
