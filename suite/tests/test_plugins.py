@@ -17,6 +17,7 @@ import pytest
 
 from suite import cli, plugins
 from suite.runner import Plan, run
+from suite.tests.helpers import suite_main
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "plugins"
@@ -36,6 +37,8 @@ def _fresh_registry():
 
 
 def suite_cli(*args: str) -> subprocess.CompletedProcess:
+    """The real `python -m suite`, in a fresh interpreter (the examples run through its `main` in this
+    process, with --jobs 1: workers loading a plug-in are tested on their own below)."""
     return subprocess.run([sys.executable, "-m", "suite", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=300, check=False)
 
@@ -53,9 +56,9 @@ def test_example_plugin_runs_and_is_ok(tmp_path, file, framework):
     if not installed(framework):
         pytest.skip(f"{framework} not installed")
     store = tmp_path / "store"
-    p = suite_cli("run", "--plugin", str(EXAMPLES / file), "--cases", "seed", "--dtypes", "float32",
-                  "--backends", f"numpy,{framework}", "--impls", f"shifted,{Path(file).stem}",
-                  "--store", str(store), "--no-progress")
+    p = suite_main("run", "--plugin", str(EXAMPLES / file), "--cases", "seed", "--dtypes", "float32",
+                   "--backends", f"numpy,{framework}", "--impls", f"shifted,{Path(file).stem}",
+                   "--store", str(store), "--jobs", "1", "--no-progress")
     assert p.returncode == 0, p.stderr
     df = pd.read_parquet(store / "accuracy")
     mine = df[df.impl == Path(file).stem]
@@ -70,8 +73,8 @@ def test_example_plugin_runs_and_is_ok(tmp_path, file, framework):
 
 def test_wrong_example_is_flagged_where_the_seeds_fail(tmp_path):
     store = tmp_path / "store"
-    p = suite_cli("run", "--plugin", str(EXAMPLES / "numpy_naive.py"), "--cases", "seed", "--dtypes", "float32",
-                  "--backends", "numpy", "--impls", "naive,seed_naive", "--store", str(store), "--no-progress")
+    p = suite_main("run", "--plugin", str(EXAMPLES / "numpy_naive.py"), "--cases", "seed", "--dtypes", "float32",
+                   "--backends", "numpy", "--impls", "naive,seed_naive", "--store", str(store), "--no-progress")
     assert p.returncode == 0, p.stderr
     df = pd.read_parquet(store / "accuracy").set_index(["op", "case", "pass"])
     mine, naive = df[df.impl == "seed_naive"], df[df.impl == "naive"]

@@ -24,15 +24,22 @@ import pytest
 
 from suite import cli
 from suite.store import DEFAULT_STORE, SCHEMA, Store
+from suite.tests.helpers import suite_main
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--backends", "numpy", "--dtypes", "float32", "--cases", "seed", "--no-progress"]
 
 
-def suite(*args: str, cwd: Path = ROOT, timeout: float = 180, **kw) -> subprocess.CompletedProcess:
+def real_suite(*args: str, cwd: Path = ROOT, timeout: float = 180, **kw) -> subprocess.CompletedProcess:
+    """`python -m suite ...` in a fresh interpreter: for what needs a process of its own (a memory limit)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "suite", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, check=False, env=env, **kw)
+
+
+def suite(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`python -m suite ...` through its `main` in this process (no interpreter start-up)."""
+    return suite_main(*args, cwd=cwd)
 
 
 def one_line_error(p: subprocess.CompletedProcess, status: int, *mentions: str) -> str:
@@ -82,8 +89,9 @@ def files(root: Path) -> dict[str, bytes]:
 # --- 1. report on a store with one table ------------------------------------------------------------
 
 def test_report_on_a_store_with_only_accuracy(tmp_path, main):
+    """"Run, then report" on a new store, the report in a real process as a user types it."""
     assert small(main, tmp_path / "s").returncode == 0
-    p = suite("report", "--store", str(tmp_path / "s"))
+    p = real_suite("report", "--store", str(tmp_path / "s"))
     assert p.returncode == 0, p.stderr
     md = (tmp_path / "s" / "report" / "report.md").read_text()
     assert "✔" in md and "## Speed" in md and "_no data in the store_" in md.split("## Speed")[1]
@@ -517,8 +525,8 @@ def test_decompression_bomb_is_refused_from_its_header(tmp_path):
     _bomb(bomb, (2**20, 2**13))  # 64 GiB declared
     assert bomb.stat().st_size < 2**20
     t0 = time.perf_counter()
-    p = suite("run", "--backends", "numpy", "--case-file", str(bomb), "--store", str(tmp_path / "s"),
-              preexec_fn=_limit_memory)
+    p = real_suite("run", "--backends", "numpy", "--case-file", str(bomb), "--store", str(tmp_path / "s"),
+                   preexec_fn=_limit_memory)
     one_line_error(p, 2, "8,589,934,592 values", "the limit is 33,554,432")
     assert time.perf_counter() - t0 < 60
     assert not (tmp_path / "s").exists()
