@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -38,8 +39,25 @@ def pytest_configure(config):
         opt.benchmark_disable = True
 
 
+
+# Longest first (longest-processing-time scheduling; pyproject runs pytest-xdist with `--dist loadfile
+# --no-loadscope-reorder`, which hands out whole files in this order): the conformance matrix (one computed
+# matrix shared by its 855 tests, in worker processes of its own) starts at once while the other workers
+# take the files that start processes or load frameworks; the quick unit tests fill the gaps at the end.
+SLOW_FILES = ("test_conformance.py", "test_ab.py", "test_reliability.py", "test_plugins.py", "test_benchmarks.py",
+              "test_report.py", "test_store.py", "test_isolation.py")
+
+
 def pytest_collection_modifyitems(session, config, items):
-    """The conformance matrix first: it is the longest unit of work (one computed matrix shared by all of
-    its tests), so under pytest-xdist (`--dist loadfile`) it starts at once while the other workers take
-    the other files."""
-    items.sort(key=lambda item: item.path.name != "test_conformance.py")  # stable: the rest keep their order
+    rank = {name: i for i, name in enumerate(SLOW_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FILES)))  # stable: in-file order kept
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per CPU, at least 2 (the conformance worker mostly waits for the matrix's own
+    processes, so a second one uses the cores meanwhile) and at most 4 (each loads the frameworks). None
+    (in this process) when benchmarks are timed: pytest-benchmark turns itself off under xdist."""
+    if getattr(config.option, "benchmark_only", False) or getattr(config.option, "benchmark_enable", False):
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(2, min(4, cpus))

@@ -12,13 +12,15 @@ import pandas as pd
 import pytest
 
 from suite.bench import ordered
+from suite.tests.helpers import suite_main
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def suite(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "suite", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, check=False)
+    """`python -m suite ...` through its `main` in this process (from the checkout, where the protocol's
+    fresh processes find the same `suite`)."""
+    return suite_main(*args, cwd=ROOT)
 
 
 def test_random_order_is_a_seeded_permutation():
