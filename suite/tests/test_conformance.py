@@ -31,11 +31,17 @@ DEVICES = [d for d in os.environ.get("SUITE_DEVICES", "cpu").split(",") if d]
 AUTODIFF = ("torch", "tensorflow", "jax")  # numpy's gradients are analytic formulas
 
 
+# The workers take one (backend, dtype) task at a time in plan order: the longest tasks first (JAX compiles
+# a program per shape and dtype, TensorFlow runs eagerly; README: Speed), so the short ones fill the end and
+# neither worker idles while the other finishes a long task. Which rows are computed does not change.
+_SLOWEST_FIRST = sorted(_known, key=lambda b: (["jax", "tensorflow"] + [b]).index(b))
+
+
 @functools.cache
 def _whole_matrix(device: str):
     """Every selected, installed backend's whole catalog on one device, computed once per test session
     in one run (one worker pool, tasks of all frameworks sharing the cores and the references)."""
-    installed = [b for b in BACKENDS if b in _known and _known[b].installed]
+    installed = sorted((b for b in BACKENDS if b in _known and _known[b].installed), key=_SLOWEST_FIRST.index)
     plan = Plan(backends=installed, devices=[device], dtypes=list(DTYPES), ops=list(OPS),
                 impls=list(IMPLS), passes=list(PASSES), cases=list(CASES))
     return run(plan, progress=False, jobs=min(2, os.cpu_count() or 1)) if installed else (pd.DataFrame(), None)
