@@ -1,4 +1,5 @@
-"""Shared fixtures: the catalog by name and the project root (for subprocess runs of the CLI)."""
+"""Shared fixtures (the catalog by name, the project root), the order of the test files and the number of
+pytest-xdist workers."""
 
 from __future__ import annotations
 
