@@ -26,10 +26,10 @@ def suite(*args: str) -> subprocess.CompletedProcess:
     return suite_main(*args)
 
 
-# the seeds, the overflow cases and the small random ones (the 131,072-class cases add 14 s of numpy and
-# nothing the report's tables or plots are checked for)
+# the seeds, the overflow cases and the small random ones (the 32,000- to 262,147-class ones add 14 s of
+# numpy and nothing the report's tables or plots are checked for)
 REPORT_CASES = ("seed,overflow,normal_scale_1,normal_scale_10,normal_scale_100,normal_scale_10000,batch_3d,"
-                "target_at_min_scale10,label_smoothing")
+                "target_at_min_scale10,label_smoothing,normal_scale10_T100,normal_scale10_T0.01")
 
 
 @pytest.fixture(scope="module")
