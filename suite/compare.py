@@ -26,8 +26,8 @@ from suite.selection import UsageError
 from suite.store import atomic_write
 
 VERDICT_RANK = {"ok": 0, "inaccurate": 1, "nonfinite": 2, "wrong_special": 2, "error": 3, "unsupported": 3}
-ACC_KEY = ["device", "dtype", "op", "impl", "case", "pass"]
-SPEED_KEY = ["device", "dtype", "op", "impl", "pass", "batch", "vocab"]
+ACC_KEY = ["device", "mode", "dtype", "op", "impl", "case", "pass"]  # rows pair within a mode (suite.modes)
+SPEED_KEY = ["device", "mode", "dtype", "op", "impl", "pass", "batch", "vocab"]
 RUN_STATISTICS = {"median": "median_s", "min": "min_s"}  # per-run statistic -> timing column
 MAX_LISTED = 60  # rows per Markdown table; the CSV beside it has them all
 
@@ -151,6 +151,9 @@ class Result:
 def _key(base: Side, new: Side, key: list[str]) -> list[str]:
     """Same frameworks on both sides: match per backend. One framework each (jax vs torch, or two
     versions of one): match without it."""
+    modes = [set(side.accuracy.get("mode", [])) | set(side.timing.get("mode", [])) for side in (base, new)]
+    if all(len(m) == 1 for m in modes) and modes[0] != modes[1]:  # e.g. jax (compiled) vs torch (eager)
+        key = [k for k in key if k != "mode"]
     if base.backends == new.backends:
         return ["backend", *key]
     if len(base.backends) == 1 and len(new.backends) == 1:
