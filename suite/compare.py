@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from suite.modes import fill_mode
 from suite.selection import UsageError
 from suite.store import atomic_write
 
@@ -78,6 +79,7 @@ def latest(df: pd.DataFrame, key: list[str]) -> pd.DataFrame:
     """The latest run's row for every (backend, *key)."""
     if df.empty:
         return df
+    df = fill_mode(df) if "mode" in key else df
     return df.sort_values("run_id").drop_duplicates(["backend", *key], keep="last").reset_index(drop=True)
 
 
@@ -87,6 +89,7 @@ def pool_timings(df: pd.DataFrame) -> pd.DataFrame:
     puts the machine's drift between runs into both sides' samples instead of into the difference."""
     if df.empty:
         return df
+    df = fill_mode(df)
     key = ["backend", *SPEED_KEY]
     df = df.sort_values("run_id")
     last = df.drop_duplicates(key, keep="last").set_index(key)

@@ -242,13 +242,14 @@ def compute(backend: BaseBackend, impl: str, op: str, pass_: str, inp: Inputs,
 _GROUPS: dict[tuple[int, tuple[Key, ...], float], Callable[..., Any]] = {}
 
 
-def compute_group(backend: BaseBackend, keys: list[Key], inp: Inputs) -> dict[Key, tuple[Any, float]]:
+def compute_group(backend: BaseBackend, keys: list[Key], inp: Inputs,
+                  compile_s: dict[Key, float] | None = None) -> dict[Key, Any]:
     """Every requested (op, impl, pass) in one compiled program (backend.compile_group), each
     function walled off from the others so that its outputs are bit-identical to running it alone
     (tested: suite/tests/test_isolation.py). `temperature`'s steps, whose T is a compile-time
     constant as in user code, form a program of their own per T (at T = 1 they join the others).
-    Each result comes with its share of the program's compile time (split evenly over its functions)."""
-    out: dict[Key, tuple[Any, float]] = {}
+    `compile_s` gets each function's share of its program's compile time (split evenly)."""
+    out: dict[Key, Any] = {}
     groups = ([keys] if inp.temperature == 1.0 else
               [[k for k in keys if k[1] != "temperature"], [k for k in keys if k[1] == "temperature"]])
     for group in groups:
@@ -261,7 +262,9 @@ def compute_group(backend: BaseBackend, keys: list[Key], inp: Inputs) -> dict[Ke
         args = [step_args(k[1], k[0], inp) for k in group]
         results, seconds = first_call(backend, ck[1:], tuple(a for t in args for a in t),
                                       lambda ck=ck, args=args: _GROUPS[ck](args))
-        out.update((k, (r, seconds / len(group))) for k, r in zip(group, results, strict=True))
+        out.update(zip(group, results, strict=True))
+        if compile_s is not None:
+            compile_s.update((k, seconds / len(group)) for k in group)
     return out
 
 
@@ -357,7 +360,9 @@ def _case_rows(plan: Plan, backend: BaseBackend, device: str, dtype: str, case: 
             if plugins.get(name) is not None]
         for group in filter(None, groups):
             try:
-                batch.update(compute_group(backend, group, inp))
+                seconds: dict[Key, float] = {}
+                results = compute_group(backend, group, inp, seconds)
+                batch.update((k, (r, seconds[k])) for k, r in results.items())
             except Exception:  # noqa: BLE001 - one bad impl: redo row by row to find it
                 pass
     return [_row(backend, device, dtype, ref, inp, key, batch.get(key), base) for key in keys]
