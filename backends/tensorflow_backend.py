@@ -1,5 +1,10 @@
 """TensorFlow: tf.nn.softmax / log_softmax / reduce_logsumexp / *_softmax_cross_entropy_with_logits;
-tf.GradientTape for backward."""
+tf.GradientTape for backward.
+
+Mode `compiled` is tf.function(jit_compile=True) (XLA), GradientTape inside it for backward; unless
+SUITE_XLA_CACHE is set empty, XLA's persistent cache (TF_XLA_FLAGS --tf_xla_persistent_cache_directory)
+is ~/.cache/softmax-suite/xla.
+"""
 
 from __future__ import annotations
 
@@ -54,6 +59,10 @@ class Backend(BaseBackend):
 
     def __init__(self, threads: int | None = None) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ INFO/WARNING/ERROR chatter
+        cache = os.environ.get("SUITE_XLA_CACHE", os.path.expanduser("~/.cache/softmax-suite/xla"))
+        if cache and "tf_xla_persistent_cache_directory" not in os.environ.get("TF_XLA_FLAGS", ""):
+            os.environ["TF_XLA_FLAGS"] = (os.environ.get("TF_XLA_FLAGS", "")
+                                          + f" --tf_xla_persistent_cache_directory={cache}").strip()
         with quiet_stderr():  # absl prints before TF reads the variable
             import tensorflow as tf
         if threads:
@@ -63,6 +72,7 @@ class Backend(BaseBackend):
             except RuntimeError:  # TF's runtime already started in this process
                 pass
 
+        tf.get_logger().setLevel("ERROR")  # "triggered tf.function retracing": one program per shape is the point
         self.tf = tf
         self.version = tf.__version__
         self.xp = TFPrimitives(tf)
@@ -111,6 +121,18 @@ class Backend(BaseBackend):
             return tf.nn.softmax_cross_entropy_with_logits(labels=probs, logits=x)
         ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=x)
         return tf.reduce_mean(ce) if op == "cross_entropy_mean" else ce
+
+    def modes(self, device):
+        return {"eager": None, "compiled": None}
+
+    def compile(self, fn):
+        """tf.function(jit_compile=True): XLA compiles the whole step (GradientTape included for backward)
+        once per input shape and dtype."""
+        return self.tf.function(fn, jit_compile=True)
+
+    def compile_error(self, exc):
+        text = str(exc)
+        return exc if isinstance(exc, self.tf.errors.OpError) and ("XLA" in text or "jit_compile" in text) else None
 
     def vjp(self, fn, z, cotangent):
         with self.tf.GradientTape() as tape:

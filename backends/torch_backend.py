@@ -1,6 +1,13 @@
-"""PyTorch: torch.softmax / log_softmax / logsumexp / F.cross_entropy; torch.autograd for backward."""
+"""PyTorch: torch.softmax / log_softmax / logsumexp / F.cross_entropy; torch.autograd for backward.
+
+Mode `compiled` is torch.compile (Inductor) with static shapes; unless SUITE_INDUCTOR_CACHE is set empty,
+Inductor's on-disk caches (FX graphs, kernels, AOTAutograd) live in ~/.cache/softmax-suite/inductor.
+"""
 
 from __future__ import annotations
+
+import os
+import shutil
 
 import numpy as np
 
@@ -50,6 +57,9 @@ class Backend(BaseBackend):
     }
 
     def __init__(self, threads: int | None = None) -> None:
+        cache = os.environ.get("SUITE_INDUCTOR_CACHE", os.path.expanduser("~/.cache/softmax-suite/inductor"))
+        if cache:  # read by Inductor when it first compiles; kept across runs (compiled mode's cost is here)
+            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", cache)
         import torch
         import torch.nn.functional as F
 
@@ -105,6 +115,45 @@ class Backend(BaseBackend):
             pc = probs.movedim(-1, 1) if probs.ndim > 2 else probs
             return F.cross_entropy(xc, pc, reduction="none")
         return F.cross_entropy(xc, targets, reduction="mean" if op == "cross_entropy_mean" else "none")
+
+    def modes(self, device):
+        return {"eager": None, "compiled": self._no_compiler() if device == "cpu" else None}
+
+    def _no_compiler(self) -> str | None:
+        """Inductor writes C++ on the CPU: the compiler it would look for (its config.cpp.cxx: $CXX or g++)."""
+        from torch._inductor import config
+
+        names = [c for c in (config.cpp.cxx if isinstance(config.cpp.cxx, (list, tuple)) else (config.cpp.cxx,)) if c]
+        if any(shutil.which(c) for c in names):
+            return None
+        return (f"no C++ compiler for Inductor on the CPU (looked for {', '.join(names) or 'none'} on PATH; "
+                "install g++ or set CXX)")
+
+    def compile(self, fn):
+        """torch.compile as a training script uses it, with static shapes (dynamic=False: one program per
+        shape and dtype, like a fixed batch and vocabulary) and fullgraph=True, so a graph break is a
+        compile error rather than a silent return to eager code. Dynamo's recompile limit (8 per function)
+        would otherwise fall back to eager after 8 shapes; here it fails instead, and is set high enough
+        for the catalog's shapes x dtypes."""
+        import torch._dynamo.config as dynamo
+
+        dynamo.recompile_limit = dynamo.accumulated_recompile_limit = 1_000_000
+        dynamo.fail_on_recompile_limit_hit = True
+        return self.torch.compile(fn, fullgraph=True, dynamic=False)
+
+    def compile_backward(self, forward, backward):
+        """The compiled forward, differentiated by autograd: AOTAutograd compiles the backward graph with
+        Inductor too (loss.backward() on a compiled model). autograd.grad inside torch.compile would break
+        the graph."""
+        fwd = self.compile(forward)
+        return lambda a, t, p, g: self.vjp(lambda x: fwd(x, t, p, g), a, g)
+
+    def compile_error(self, exc):
+        from torch._dynamo.exc import BackendCompilerFailed, TorchDynamoException
+
+        if isinstance(exc, BackendCompilerFailed):
+            return getattr(exc, "inner_exception", None) or exc
+        return exc if isinstance(exc, TorchDynamoException) else None
 
     def vjp(self, fn, z, cotangent):
         zz = z.detach().requires_grad_(True)

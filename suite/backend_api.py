@@ -47,6 +47,7 @@ class BaseBackend:
     # True: the runner hands every (impl, op, pass) of one (case, dtype) to `compile_group` as one
     # program whose outputs are bit-identical to `compile` of each alone; a failure falls back to rows.
     compile_matrix: bool = False
+    default_mode: str = "eager"  # what a run without --modes runs (suite.modes.native_mode)
     fused_api: dict[str, str] = {}  # op -> the framework call behind `fused`, for the docs
 
     def __init__(self, threads: int | None = None) -> None:
@@ -80,9 +81,25 @@ class BaseBackend:
     def vjp(self, fn: Callable[[Array], Array], z: Array, cotangent: Array) -> Array:
         raise NotImplementedError
 
+    def modes(self, device: str) -> dict[str, str | None]:
+        """mode -> None when it can run on `device` here, else the reason it is skipped."""
+        return {"eager": None, "compiled": f"{self.name} has no graph compiler"}
+
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """The framework's usual way to run one function (jax.jit; eager elsewhere)."""
-        return fn
+        """`fn` under the framework's graph compiler (mode `compiled`): jax.jit, torch.compile,
+        tf.function(jit_compile=True). Compilation happens at the first call per input shape and dtype."""
+        raise NotImplementedError(f"{self.name} has no graph compiler")
+
+    def compile_backward(self, forward: Callable[..., Any], backward: Callable[..., Any]) -> Callable[..., Any]:
+        """The backward step in mode `compiled`, as users compile it: by default the whole function
+        (forward and autodiff) under the compiler; a framework whose compiler differentiates the compiled
+        forward itself (torch: AOTAutograd) overrides this."""
+        return self.compile(backward)
+
+    def compile_error(self, exc: BaseException) -> BaseException | None:
+        """The compiler's own exception when `exc` is a compile failure (an `error` row with its first
+        line), else None."""
+        return None
 
     def compile_group(self, fns: list[Callable[..., Any]]) -> Callable[[list[tuple]], list[Any]]:
         """Several functions as one compiled program, each output bit-identical to `compile(fn)`."""

@@ -10,7 +10,7 @@ import pandas as pd
 
 from suite import plugins
 from suite.dtypes import np_dtype
-from suite.runner import RunInfo, Selection, loaded
+from suite.runner import RunInfo, Selection, loaded, usable_modes
 from suite.store import Shard
 from suite.timing import TIMING_COLUMNS, bench_one, copy_bandwidth, traffic_bytes
 
@@ -30,6 +30,7 @@ class BenchPlan(Selection):
     seed: int | None = None
     copy: dict[str, tuple[float, str]] = field(default_factory=dict)
     copy_end: dict[str, float] = field(default_factory=dict)  # measured again after each backend's sweep
+    modes: list[str] | None = None  # None: each framework's own mode (suite.modes)
 
 
 def _copy_source(plan: BenchPlan, device: str, backend):
@@ -105,14 +106,18 @@ def run_bench(plan: BenchPlan, progress: bool | None = None,
             info.devices[f"{name}/{device}"] = backend.device_name(device)
             copy_gbps, _ = _copy_for(plan, device, backend)
             free = backend.free_memory(device)
-            for (batch, vocab), dtype, op, impl, pass_ in mine:
+            modes = usable_modes(backend, device, plan.modes, info)
+            bar.total += len(mine) * (len(modes) - 1)  # one tick per configuration and mode
+            # the modes side by side: each configuration eager, then compiled, before the next one
+            for (batch, vocab), dtype, op, impl, pass_, mode in [(*c, m) for c in mine for m in modes]:
                 if not plugins.runs_on(impl, name):  # a plug-in is timed on its own framework only
                     bar.update(1)
                     continue
                 bar.set_postfix_str(f"{name} {device} {dtype} {batch}x{vocab}", refresh=False)
                 bar.update(1)
                 itemsize = np_dtype(dtype).itemsize
-                row = {"backend": name, "backend_version": backend.version, "device": device, "dtype": dtype,
+                row = {"backend": name, "backend_version": backend.version, "device": device, "mode": mode,
+                       "dtype": dtype,
                        "batch": batch, "vocab": vocab, "copy_gbps": copy_gbps, "op": op, "impl": impl,
                        "pass": pass_, "bytes": traffic_bytes(op, pass_, batch, vocab, itemsize)}
                 need = MEMORY_FACTOR * batch * vocab * itemsize
@@ -121,7 +126,8 @@ def run_bench(plan: BenchPlan, progress: bool | None = None,
                                                    f"{free / 2**30:.1f} GiB free on {device}"})
                     continue
                 try:
-                    row.update(bench_one(backend, device, dtype, op, impl, pass_, batch, vocab, plan.min_time))
+                    row.update(bench_one(backend, device, dtype, op, impl, pass_, batch, vocab, plan.min_time,
+                                         mode=mode))
                     row["pct_of_copy"] = 100.0 * row["gbps"] / copy_gbps
                     row["message"] = ""
                 except Exception as exc:  # noqa: BLE001 - one failure is a row, the sweep goes on

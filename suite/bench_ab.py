@@ -40,11 +40,11 @@ def slowed_bench_one(factor: float):
 
     original = timing.bench_one
 
-    def bench_one(backend, device, dtype, op, impl, pass_, batch, vocab, min_time, seed=0):
+    def bench_one(backend, device, dtype, op, impl, pass_, batch, vocab, min_time, seed=0, mode=None):
         from suite.dtypes import np_dtype
 
         row = original(backend, device, dtype, op, impl, pass_, max(batch, round(batch * factor)), vocab, min_time,
-                       seed)
+                       seed, mode)
         row["bytes"] = timing.traffic_bytes(op, pass_, batch, vocab, np_dtype(dtype).itemsize)
         row["gbps"] = row["bytes"] / row["median_s"] / 1e9
         return row

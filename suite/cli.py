@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
                        ("devices", "cpu/gpu"), ("cases", "case names or tags")):
         run.add_argument(f"--{name}", action="append", metavar="A,B",
                          help=f"comma-separated {what} (default: all{' installed' if name == 'backends' else ''})")
+    _modes_option(run)
     run.add_argument("--case-file", action="append", metavar="F.npz",
                      help="your own logits (npz: logits, optional targets, temperature)")
     _store_args(run)
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, what in (("backends", "frameworks"), ("dtypes", "dtypes"), ("ops", "ops"),
                        ("impls", "implementations"), ("passes", "forward,forward+backward"), ("devices", "cpu/gpu")):
         bench.add_argument(f"--{name}", action="append", metavar="A,B", help=f"comma-separated {what}")
+    _modes_option(bench)
     bench.add_argument("--sizes", default=None, metavar="BxV,...",
                        help="batch x vocab list, e.g. 64x131072,256x8192 (default: a sweep of 4 KiB .. 256 MiB)")
     bench.add_argument("--min-time", type=float, default=0.2, help="seconds of measured rounds (default 0.2)")
@@ -88,6 +90,19 @@ def _parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="list backends, cases and tags")
     lst.add_argument("what", nargs="?", choices=("cases", "backends", "tags"), default="cases")
     return p
+
+
+def _modes_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--modes", action="append", metavar="eager,compiled",
+                   help="eager and/or compiled (torch.compile, tf.function(jit_compile=True), jax.jit); default: "
+                        "each framework's own (JAX compiled, the others eager); modes a framework lacks are "
+                        "skipped with the reason")
+
+
+def _modes(args: argparse.Namespace) -> list[str] | None:
+    from suite.modes import MODES
+
+    return None if args.modes is None else choose("modes", split_list(args.modes), MODES, MODES)
 
 
 def _store_option(p: argparse.ArgumentParser) -> None:
@@ -232,7 +247,7 @@ def _plan(args: argparse.Namespace):
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"--jobs must be a positive integer, got {args.jobs}")
     return Plan(backends=names, devices=devices, dtypes=dtypes, ops=ops, impls=impls, passes=passes, cases=cases,
-                plugins=[p.source for p in used])
+                plugins=[p.source for p in used], modes=_modes(args))
 
 
 def _described(impls: list[str]) -> list[dict]:
@@ -265,22 +280,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     with writes.guard():
         df, info = run(plan, progress=False if args.no_progress else None, jobs=jobs, on_backend=writes.partitions)
     seconds = time.perf_counter() - t0
+    compile_s = _compile_totals(df)
     env = environment(info, {**writes.meta, "seconds": round(seconds, 2), "jobs": jobs, "rows": len(df),
+                             "modes": plan.modes or "default", "compile_s": compile_s,
                              "cases": [c.name for c in plan.cases], "plugins": _described(plan.impls)})
     meta = writes.complete(env)
     print(f"\nrun {run_id}: {len(df)} rows in {seconds:.1f} s -> {store.root}/accuracy/ "
           f"({writes.kept()}); env: {meta}")
     print("time per backend (summed over workers): "
           + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(info.seconds.items(), key=lambda kv: -kv[1])))
+    if compile_s:
+        print("compile time (summed over workers): " + ", ".join(f"{k} {v:.1f} s" for k, v in compile_s.items()))
     for s in info.skipped:
         print(f"skipped {s}")
-    print("\nverdicts per backend x device x impl:")
+    print("\nverdicts per backend x device x mode x impl:")
     print(summary(df).to_string())
     bad = df[df["verdict"].isin(["error"])]
     if len(bad):
         print(f"\n{len(bad)} error rows; first: {bad.iloc[0]['backend']} {bad.iloc[0]['impl']} "
               f"{bad.iloc[0]['op']} {bad.iloc[0]['case']}: {bad.iloc[0]['message']}")
     return 0
+
+
+def _compile_totals(df) -> dict[str, float]:
+    """Seconds spent compiling, per backend/device/mode (rows of compiled modes only)."""
+    if "compile_s" not in df or df["compile_s"].isna().all():
+        return {}
+    sums = df.groupby(["backend", "device", "mode"])["compile_s"].sum(min_count=1).dropna()
+    return {"/".join(k): round(float(v), 2) for k, v in sums.items()}
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -297,6 +324,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not args.min_time > 0:
         raise UsageError(f"--min-time must be positive, got {args.min_time}")
     impls, _ = _plugins(args, names, BENCH_DEFAULTS["impls"])
+    modes = _modes(args)
     chosen = dict(devices=choose("devices", split_list(args.devices), DEVICES, DEVICES),
                   dtypes=choose("dtypes", split_list(args.dtypes), DTYPES, BENCH_DEFAULTS["dtypes"]),
                   ops=choose("ops", split_list(args.ops), OPS, BENCH_DEFAULTS["ops"]),
@@ -304,7 +332,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                   passes=choose("passes", split_list(args.passes), PASSES, PASSES))
     store, run_id, shard = _store_plan(args.store, args.run_id, args.shard)  # after every other check
     plan = BenchPlan(backends=names, **chosen, sizes=sizes, min_time=args.min_time, threads=threads_for_timing(),
-                     shard=shard, order=args.order, seed=args.seed)
+                     shard=shard, order=args.order, seed=args.seed, modes=modes)
     writes = _Writes(store, "timing", run_id, shard, {})
     t0 = time.perf_counter()
     with writes.guard():
@@ -314,6 +342,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                              "copy_bandwidth": {d: {"gbps": g, "how": h, "gbps_end": plan.copy_end.get(d)}
                                                 for d, (g, h) in plan.copy.items()},
                              "order": plan.order, "seed": plan.seed, "cpu_affinity": cpu_affinity(),
+                             "modes": plan.modes or "default", "compile_s": _compile_totals(df),
                              "plugins": _described(plan.impls)})
     plot = writes.status.with_name(f"timing_gbps{shard.suffix}.png")
     try:
@@ -330,7 +359,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"skipped {s}")
     shown = df[df.median_s.notna()]
     if len(shown):
-        top = shown.sort_values("bytes").groupby(["backend", "device", "dtype", "op", "impl", "pass"]).last()
+        top = shown.sort_values("bytes").groupby(["backend", "device", "mode", "dtype", "op", "impl", "pass"]).last()
         print("\nlargest size per configuration (GB/s, % of copy):")
         print(top[["batch", "vocab", "median_s", "gbps", "pct_of_copy"]].round(4).to_string())
     return 0

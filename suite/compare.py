@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from suite.modes import fill_mode
 from suite.selection import UsageError
 from suite.store import atomic_write
 
 VERDICT_RANK = {"ok": 0, "inaccurate": 1, "nonfinite": 2, "wrong_special": 2, "error": 3, "unsupported": 3}
-ACC_KEY = ["device", "dtype", "op", "impl", "case", "pass"]
-SPEED_KEY = ["device", "dtype", "op", "impl", "pass", "batch", "vocab"]
+ACC_KEY = ["device", "mode", "dtype", "op", "impl", "case", "pass"]  # rows pair within a mode (suite.modes)
+SPEED_KEY = ["device", "mode", "dtype", "op", "impl", "pass", "batch", "vocab"]
 RUN_STATISTICS = {"median": "median_s", "min": "min_s"}  # per-run statistic -> timing column
 MAX_LISTED = 60  # rows per Markdown table; the CSV beside it has them all
 
@@ -78,6 +79,7 @@ def latest(df: pd.DataFrame, key: list[str]) -> pd.DataFrame:
     """The latest run's row for every (backend, *key)."""
     if df.empty:
         return df
+    df = fill_mode(df) if "mode" in key else df
     return df.sort_values("run_id").drop_duplicates(["backend", *key], keep="last").reset_index(drop=True)
 
 
@@ -87,6 +89,7 @@ def pool_timings(df: pd.DataFrame) -> pd.DataFrame:
     puts the machine's drift between runs into both sides' samples instead of into the difference."""
     if df.empty:
         return df
+    df = fill_mode(df)
     key = ["backend", *SPEED_KEY]
     df = df.sort_values("run_id")
     last = df.drop_duplicates(key, keep="last").set_index(key)
@@ -151,6 +154,9 @@ class Result:
 def _key(base: Side, new: Side, key: list[str]) -> list[str]:
     """Same frameworks on both sides: match per backend. One framework each (jax vs torch, or two
     versions of one): match without it."""
+    modes = [set(side.accuracy.get("mode", [])) | set(side.timing.get("mode", [])) for side in (base, new)]
+    if all(len(m) == 1 for m in modes) and modes[0] != modes[1]:  # e.g. jax (compiled) vs torch (eager)
+        key = [k for k in key if k != "mode"]
     if base.backends == new.backends:
         return ["backend", *key]
     if len(base.backends) == 1 and len(new.backends) == 1:

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from suite.compare import ACC_KEY, SPEED_KEY, Thresholds, compare, latest, min_runs, side, summary_table
+from suite.modes import native_mode
 from suite.ops import IMPLS, OPS, PASSES, STABLE_IMPLS
 from suite.selection import UsageError
 from suite.store import Store
@@ -185,6 +186,9 @@ def speed(tim: pd.DataFrame) -> pd.DataFrame:
     """GB/s and % of the device's copy bandwidth for the framework's own (fused) op at the canonical
     shapes present in the store."""
     ok = tim[tim.gbps.notna() & (tim.impl == "fused") & tim.dtype.isin(SPEED_DTYPES)]
+    if "mode" in ok:  # a framework's other mode beside it, e.g. "torch (compiled)"
+        ok = ok.assign(backend=[b if m == native_mode(b) else f"{b} ({m})" for b, m in zip(ok.backend, ok["mode"],
+                                                                                          strict=True)])
     shapes = set(zip(ok.batch, ok.vocab, strict=True))
     want = [s for s in CANONICAL_SHAPES if s in shapes]
     ok = ok[[(b, v) in want for b, v in zip(ok.batch, ok.vocab, strict=True)]]
@@ -194,13 +198,60 @@ def speed(tim: pd.DataFrame) -> pd.DataFrame:
                    cell=[f"{g:.1f} ({p:.0f}%)" for g, p in zip(ok.gbps, ok.pct_of_copy, strict=True)])
     t = ok.pivot_table(index=["device", "shape", "dtype", "op", "pass"], columns="backend", values="cell",
                        aggfunc="first")
-    t = t[_ordered(t.columns, BACKEND_ORDER)].fillna("—")
+    t = t[_ordered(t.columns, [f"{b}{m}" for b in BACKEND_ORDER for m in ("", " (eager)", " (compiled)")])]
+    t = t.fillna("—")
     copy = ok.groupby("device").copy_gbps.median().round(1)
     t = t.reset_index()
     t.insert(1, "copy GB/s", t.device.map(copy))
     order = {f"{b}×{v}": i for i, (b, v) in enumerate(CANONICAL_SHAPES)}
     return t.sort_values(["device", "shape", "dtype", "op", "pass"],
                          key=lambda s: s.map(order) if s.name == "shape" else s).reset_index(drop=True)
+
+
+# --- 3b. eager vs compiled ---------------------------------------------------------------------------
+
+PAIR_KEY = ["backend", "backend_version", "device", "dtype", "op", "impl", "case", "pass"]
+MODE_FACTOR = 2.0  # a compiled error more than this many times the eager one (errors below 1 ULP count as 1)
+
+
+def native(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows in each framework's own mode (JAX compiled, the others eager): the main tables' rows."""
+    if df.empty or "mode" not in df:
+        return df
+    return df[df["mode"].astype(str) == df.backend.astype(str).map(native_mode)]
+
+
+def eager_vs_compiled(acc: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(summary per backend x device x dtype x pass, every row that differs): rows of one framework version
+    run in both modes (the latest run of each), paired by case, op, impl and pass; a row differs when its
+    verdict differs or when the compiled graded error is more than MODE_FACTOR times the eager one."""
+    if acc.empty or "mode" not in acc:
+        return pd.DataFrame(), pd.DataFrame()
+    e, c = acc[acc["mode"] == "eager"], acc[acc["mode"] == "compiled"]
+    j = e.merge(c, on=PAIR_KEY, suffixes=(" eager", " compiled"))
+    if j.empty:
+        return pd.DataFrame(), pd.DataFrame()
+    ee, ce = j["ulp_err_scaled eager"].astype(float), j["ulp_err_scaled compiled"].astype(float)
+    growth = np.maximum(ce, 1.0) / np.maximum(ee, 1.0)
+    j = j.assign(**{"error ratio": growth.round(3), "verdict differs": j["verdict eager"] != j["verdict compiled"],
+                    "error grew": growth > MODE_FACTOR})
+    g = j.groupby(["backend", "backend_version", "device", "dtype", "pass"])
+    summ = pd.DataFrame({"rows compared": g.size(), "verdict differs": g["verdict differs"].sum(),
+                         "error grew > x2": g["error grew"].sum(),
+                         "error shrank > x2": g["error ratio"].agg(lambda r: int((r < 1 / MODE_FACTOR).sum()))})
+    summ = summ.reset_index()
+    summ = summ.sort_values(["backend", "device", "dtype", "pass"], key=lambda s: s.map(
+        {v: i for i, v in enumerate(DTYPE_ORDER if s.name == "dtype" else BACKEND_ORDER if s.name == "backend"
+                                    else PASSES if s.name == "pass" else [])}).fillna(9) if s.name != "device"
+        else s).reset_index(drop=True)
+    diff = j[j["verdict differs"] | j["error grew"]]
+    if diff.empty:
+        return summ, pd.DataFrame({"rows that differ": ["none: every paired row has the same verdict and an error "
+                                                        f"within x{MODE_FACTOR:g}"]})
+    cols = [*PAIR_KEY, "verdict eager", "verdict compiled", "ulp_err_scaled eager", "ulp_err_scaled compiled",
+            "ulp_bound compiled", "error ratio", "message compiled"]
+    diff = diff[cols].rename(columns={"ulp_bound compiled": "bound"})
+    return summ, diff.sort_values(PAIR_KEY).reset_index(drop=True)
 
 
 # --- 4. version table -------------------------------------------------------------------------------
@@ -348,7 +399,8 @@ class Section:
 
 
 def build(data: Data, out: Path) -> list[Section]:
-    acc, tim = data.newest(data.accuracy), data.newest(data.timing)
+    acc_all, tim = data.newest(data.accuracy), data.newest(data.timing)
+    acc = native(acc_all)  # the main tables: each framework in its own mode; the other mode in its section
     sections = []
     stab = stability(acc) if len(acc) else {}
     sections.append(Section(
@@ -388,6 +440,17 @@ def build(data: Data, out: Path) -> list[Section]:
         "brackets the share of the same device's measured copy bandwidth, at the canonical shapes present "
         "in the store (median of at least 5 timed rounds; CPU timings are from a 2-core VM and noisy).",
         {"": (sp, False)}))
+    summ, diff = eager_vs_compiled(acc_all)
+    other = acc_all[~acc_all.index.isin(acc.index)] if len(acc_all) else acc_all
+    sections.append(Section(
+        "Eager vs compiled",
+        "The same framework version run eagerly and under its graph compiler (torch.compile with Inductor, "
+        "tf.function(jit_compile=True) with XLA; JAX is only run compiled), the latest run of each mode, "
+        "paired by case, op, implementation and pass. Listed: every row whose verdict differs between the "
+        f"modes, or whose graded error compiled is more than x{MODE_FACTOR:g} the eager one (errors below 1 "
+        "ULP count as 1, as in `compare`). Below them, the stability matrix of the compiled rows.",
+        {"summary": (summ, False), "rows that differ": (diff, False),
+         **{f"compiled: {k}": (v, True) for k, v in (stability(other) if len(other) else {}).items()}}))
     ver = versions(data)
     sections.append(Section(
         "Versions",

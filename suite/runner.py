@@ -27,10 +27,10 @@ from suite.metrics import score, tv_distance
 from suite.reference import Reference, compute_reference
 
 COLUMNS = [
-    "backend", "backend_version", "device", "dtype", "op", "impl", "case", "pass",
+    "backend", "backend_version", "device", "mode", "dtype", "op", "impl", "case", "pass",
     "max_abs_err", "max_rel_err", "max_ulp_err", "ulp_err_scaled", "ulp_bound",
     "n_nonfinite", "n_wrong_special", "n_flushed", "row_sum_dev", "tv_to_t1", "out_dtype",
-    "n_elements", "n_classes", "temperature", "tags", "exact_finite", "verdict", "message",
+    "n_elements", "n_classes", "temperature", "tags", "exact_finite", "compile_s", "verdict", "message",
 ]
 
 
@@ -54,6 +54,7 @@ class Plan(Selection):
     threads: int | None = None  # intra-op threads per framework (None: the framework's default)
     cache_dir: str | None = None  # where workers share references (one task per framework and dtype)
     plugins: list[plugins.Source] = field(default_factory=list)  # loaded again in worker processes
+    modes: list[str] | None = None  # suite.modes.MODES; None: each framework's own (JAX compiled, others eager)
 
 
 def reference(plan: Plan, case: Case, dtype: str) -> Reference:
@@ -98,8 +99,8 @@ def loaded(name: str, threads: int | None = None) -> BaseBackend:
     return _LOADED[name]
 
 
-def targets(plan: Plan, info: RunInfo) -> list[tuple[BaseBackend, str]]:
-    """(backend, device) pairs to run; unusable devices are noted in info.skipped."""
+def targets(plan: Plan, info: RunInfo) -> list[tuple[BaseBackend, str, str]]:
+    """(backend, device, mode) to run; unusable devices and modes are noted in info.skipped."""
     pairs = []
     for name in plan.backends:
         b = loaded(name, plan.threads)
@@ -109,11 +110,25 @@ def targets(plan: Plan, info: RunInfo) -> list[tuple[BaseBackend, str]]:
         for d in plan.devices:
             reason = avail.get(d, f"{b.name} has no device {d!r}")
             if reason is None:
-                pairs.append((b, d))
                 info.devices[f"{b.name}/{d}"] = b.device_name(d)
+                pairs += [(b, d, m) for m in usable_modes(b, d, plan.modes, info)]
             else:
                 info.skipped.append(f"{b.name}/{d}: {reason}")
     return pairs
+
+
+def usable_modes(backend: BaseBackend, device: str, modes: list[str] | None, info: RunInfo) -> list[str]:
+    """The selected modes `backend` can run on `device` (None: its default mode); the others are noted
+    in info.skipped with the reason (no C++ compiler for Inductor, eager JAX not run, numpy has none)."""
+    avail = backend.modes(device)
+    out = []
+    for m in modes or [backend.default_mode]:
+        reason = avail.get(m, f"{backend.name} has no mode {m!r}")
+        if reason is None:
+            out.append(m)
+        elif f"{backend.name}/{device}/{m}: {reason}" not in info.skipped:
+            info.skipped.append(f"{backend.name}/{device}/{m}: {reason}")
+    return out
 
 
 @dataclass
@@ -173,33 +188,67 @@ def step_args(impl: str, op: str, inp: Inputs) -> tuple[Any, Any, Any, Any]:
     return (inp.z if impl == "temperature" else inp.x), inp.targets, inp.probs, inp.cotangents[op]
 
 
-_STEPS: dict[tuple[int, Key, float], Step] = {}
+_STEPS: dict[tuple[int, Key, float, str], Step] = {}
 
 
-def compiled_step(backend: BaseBackend, key: Key, temperature: float) -> Step:
-    """`step` the framework's usual way: jax.jit of just that function (kept, so every case of the
-    same shape and dtype reuses it), eager elsewhere. T is a constant only where the impl uses it."""
+def compiled_step(backend: BaseBackend, key: Key, temperature: float, mode: str | None = None) -> Step:
+    """`step` in `mode` (default: the framework's own): eager, or under the framework's compiler (kept,
+    so every case of the same shape and dtype reuses the program). T is a constant only where the impl
+    uses it."""
     op, impl, pass_ = key
+    mode = mode or backend.default_mode
     T = temperature if impl == "temperature" else 1.0
-    k = (id(backend), key, T)
+    k = (id(backend), key, T, mode)
     if k not in _STEPS:
-        _STEPS[k] = backend.compile(step(backend, impl, op, pass_, T))
+        fn = step(backend, impl, op, pass_, T)
+        if mode == "compiled":
+            fn = backend.compile(fn) if pass_ == "forward" else \
+                backend.compile_backward(step(backend, impl, op, "forward", T), fn)
+        _STEPS[k] = fn
     return _STEPS[k]
 
 
-def compute(backend: BaseBackend, impl: str, op: str, pass_: str, inp: Inputs) -> Any:
-    """One implementation of one op, forward or backward, alone, as a framework array."""
-    return compiled_step(backend, (op, impl, pass_), inp.temperature)(*step_args(impl, op, inp))
+_COMPILED: set[tuple] = set()  # (backend, program, shape, dtype) already compiled in this process
+
+
+def first_call(backend: BaseBackend, program: tuple, args: tuple, call: Callable[[], Any]) -> tuple[Any, float]:
+    """call() and the compile time it cost: on a program's first call for these input shapes and dtypes,
+    the first call's time minus a second (steady) call's; 0.0 when the program was compiled before."""
+    sig = (id(backend), program, *((tuple(a.shape), str(a.dtype)) for a in args if hasattr(a, "shape")))
+    if sig in _COMPILED:
+        return call(), 0.0
+    t0 = time.perf_counter()
+    out = call()
+    backend.wait(out)
+    first = time.perf_counter() - t0
+    _COMPILED.add(sig)
+    t0 = time.perf_counter()
+    backend.wait(call())
+    return out, max(first - (time.perf_counter() - t0), 0.0)
+
+
+def compute(backend: BaseBackend, impl: str, op: str, pass_: str, inp: Inputs,
+            mode: str | None = None) -> tuple[Any, float]:
+    """One implementation of one op, forward or backward, alone, as a framework array, and its compile
+    time (NaN in eager mode)."""
+    mode = mode or backend.default_mode
+    fn, args = compiled_step(backend, (op, impl, pass_), inp.temperature, mode), step_args(impl, op, inp)
+    if mode != "compiled":
+        return fn(*args), np.nan
+    T = inp.temperature if impl == "temperature" else 1.0
+    return first_call(backend, (op, impl, pass_, T), args, lambda: fn(*args))
 
 
 _GROUPS: dict[tuple[int, tuple[Key, ...], float], Callable[..., Any]] = {}
 
 
-def compute_group(backend: BaseBackend, keys: list[Key], inp: Inputs) -> dict[Key, Any]:
+def compute_group(backend: BaseBackend, keys: list[Key], inp: Inputs,
+                  compile_s: dict[Key, float] | None = None) -> dict[Key, Any]:
     """Every requested (op, impl, pass) in one compiled program (backend.compile_group), each
     function walled off from the others so that its outputs are bit-identical to running it alone
     (tested: suite/tests/test_isolation.py). `temperature`'s steps, whose T is a compile-time
-    constant as in user code, form a program of their own per T (at T = 1 they join the others)."""
+    constant as in user code, form a program of their own per T (at T = 1 they join the others).
+    `compile_s` gets each function's share of its program's compile time (split evenly)."""
     out: dict[Key, Any] = {}
     groups = ([keys] if inp.temperature == 1.0 else
               [[k for k in keys if k[1] != "temperature"], [k for k in keys if k[1] == "temperature"]])
@@ -210,8 +259,12 @@ def compute_group(backend: BaseBackend, keys: list[Key], inp: Inputs) -> dict[Ke
         ck = (id(backend), tuple(group), T)
         if ck not in _GROUPS:
             _GROUPS[ck] = backend.compile_group([step(backend, k[1], k[0], k[2], T) for k in group])
-        results = _GROUPS[ck]([step_args(k[1], k[0], inp) for k in group])
+        args = [step_args(k[1], k[0], inp) for k in group]
+        results, seconds = first_call(backend, ck[1:], tuple(a for t in args for a in t),
+                                      lambda ck=ck, args=args: _GROUPS[ck](args))
         out.update(zip(group, results, strict=True))
+        if compile_s is not None:
+            compile_s.update((k, seconds / len(group)) for k in group)
     return out
 
 
@@ -238,14 +291,18 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _row(backend: BaseBackend, device: str, dtype: str, ref: Reference, inp: Inputs,
-         key: Key, precomputed: Any, base: dict) -> dict:
+         key: Key, precomputed: tuple[Any, float] | None, base: dict) -> dict:
     op, impl, pass_ = key
     expected = ref.for_impl(impl)[(op, pass_)]
     row = {**base, "op": op, "impl": impl, "pass": pass_, "exact_finite": expected.all_finite}
     try:
-        out = compute(backend, impl, op, pass_, inp) if precomputed is None else precomputed
+        out, row["compile_s"] = compute(backend, impl, op, pass_, inp, base["mode"]) if precomputed is None \
+            else precomputed
         got, got_dtype = fetch(backend, device, out)
     except Exception as exc:  # noqa: BLE001 - any failure is a row, the run goes on
+        compiler = backend.compile_error(exc) if base["mode"] == "compiled" else None
+        if compiler is not None:  # a compile failure: an error row with the compiler's own first line
+            return {**row, "verdict": "error", "message": "compile failed: " + _first_line(compiler)}
         return {**row, "verdict": backend.classify(exc), "message": _first_line(exc)}
     row["out_dtype"] = got_dtype
     if got_dtype != dtype:  # graded as the named dtype holds it: rounded once more, as a user's cast would
@@ -273,17 +330,19 @@ def run_slice(plan: Plan, dtypes: list[str], tick: Callable[[str], None]) -> tup
                 t0 = time.perf_counter()
                 ref = reference(plan, case, dtype)
                 info.add_time("reference", time.perf_counter() - t0)
-                for backend, device in pairs:
+                for backend, device, mode in pairs:
                     t0 = time.perf_counter()
-                    rows += _case_rows(plan, backend, device, dtype, case, ref)
-                    info.add_time(f"{backend.name}/{device}", time.perf_counter() - t0)
+                    rows += _case_rows(plan, backend, device, dtype, case, ref, mode)
+                    info.add_time(f"{backend.name}/{device}" + ("" if mode == backend.default_mode else f"/{mode}"),
+                                  time.perf_counter() - t0)
                 tick(case.name)
     return rows, info
 
 
 def _case_rows(plan: Plan, backend: BaseBackend, device: str, dtype: str, case: Case,
-               ref: Reference) -> list[dict]:
-    base = {"backend": backend.name, "backend_version": backend.version, "device": device,
+               ref: Reference, mode: str | None = None) -> list[dict]:
+    mode = mode or backend.default_mode
+    base = {"backend": backend.name, "backend_version": backend.version, "device": device, "mode": mode,
             "dtype": dtype, "case": case.name, "n_classes": case.n_classes,
             "temperature": case.temperature, "tags": ",".join(case.tags)}
     impls = [i for i in plan.impls if plugins.runs_on(i, backend.name)]  # a plug-in: its framework only
@@ -294,14 +353,16 @@ def _case_rows(plan: Plan, backend: BaseBackend, device: str, dtype: str, case: 
         verdict, message = backend.classify(exc), _first_line(exc)
         return [{**base, "op": k[0], "impl": k[1], "pass": k[2], "verdict": verdict, "message": message,
                  "exact_finite": ref.for_impl(k[1])[(k[0], k[2])].all_finite} for k in keys]
-    batch: dict[Key, Any] = {}
-    if backend.compile_matrix:  # the built-ins in one program, each plug-in's ops in one of its own
+    batch: dict[Key, tuple[Any, float]] = {}
+    if backend.compile_matrix and mode == "compiled":  # the built-ins in one program, each plug-in's in its own
         groups = [[k for k in keys if plugins.get(k[1]) is None]] + [
             [k for k in keys if k[1] == name and k[0] in plugins.get(name).ops] for name in impls
             if plugins.get(name) is not None]
         for group in filter(None, groups):
             try:
-                batch.update(compute_group(backend, group, inp))
+                seconds: dict[Key, float] = {}
+                results = compute_group(backend, group, inp, seconds)
+                batch.update((k, (r, seconds[k])) for k, r in results.items())
             except Exception:  # noqa: BLE001 - one bad impl: redo row by row to find it
                 pass
     return [_row(backend, device, dtype, ref, inp, key, batch.get(key), base) for key in keys]
@@ -460,9 +521,9 @@ def _run_tasks(plan: Plan, jobs: int, tick: Callable[[str], None], info: RunInfo
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Verdict counts per backend x impl (the end-of-run table)."""
+    """Verdict counts per backend x device x mode x impl (the end-of-run table)."""
     from suite.ops import VERDICTS
 
-    t = pd.crosstab([df["backend"], df["device"], df["impl"]], df["verdict"])
+    t = pd.crosstab([df["backend"], df["device"], df["mode"], df["impl"]], df["verdict"])
     return t.reindex(columns=[v for v in VERDICTS if v in t.columns] or list(t.columns), fill_value=0)
 

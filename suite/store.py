@@ -54,11 +54,11 @@ SCHEMA = {
                  "verdict": _STR, "message": _STR, "max_abs_err": _NUM, "max_rel_err": _NUM, "max_ulp_err": _NUM,
                  "ulp_err_scaled": _NUM, "ulp_bound": _NUM, "n_nonfinite": _NUM, "n_flushed": _NUM,
                  "row_sum_dev": _NUM, "tv_to_t1": _NUM, "n_elements": _NUM, "n_classes": _NUM,
-                 "temperature": _NUM, "exact_finite": _BOOL},
+                 "temperature": _NUM, "exact_finite": _BOOL, "mode": _STR, "compile_s": _NUM},
     "timing": {"run_id": _STR, "dtype": _STR, "op": _STR, "impl": _STR, "pass": _STR, "message": _STR,
                "batch": _INT, "vocab": _INT, "bytes": _INT, "rounds": _INT, "number": _INT, "median_s": _NUM,
                "iqr_s": _NUM, "min_s": _NUM, "gbps": _NUM, "pct_of_copy": _NUM, "copy_gbps": _NUM,
-               "compile_s": _NUM},
+               "compile_s": _NUM, "mode": _STR},
 }
 STALE_AFTER_S = 6 * 3600  # a temporary file of another host (or of no known process) older than this is litter
 _HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:40] or "host"
@@ -370,7 +370,8 @@ class Store:
 
     def load(self, table: str, problems: list[str] | None = None) -> pd.DataFrame:
         """Every readable file of `table` from complete runs, partition columns included; `problems`
-        gets one line per skipped file (path and reason) and per incomplete run."""
+        gets one line per skipped file (path and reason) and per incomplete run. Rows of runs written before
+        the `mode` column existed get the mode they ran in (suite.modes.fill_mode)."""
         import pyarrow.parquet as pq
 
         problems = [] if problems is None else problems
@@ -415,10 +416,12 @@ class Store:
                             f"{table}/*/*/*/{run}.parquet are skipped (rerun under a new id)")
         import pandas as pd
 
+        from suite.modes import fill_mode
+
         if not frames:  # every column the readers use, so a store holding only the other table still reports
             return pd.DataFrame(columns=list(dict.fromkeys([*PARTITIONS, *REQUIRED[table], *SCHEMA[table]])))
-        df = pd.concat(frames, ignore_index=True)
-        first = [*PARTITIONS]
+        df = fill_mode(pd.concat(frames, ignore_index=True))
+        first = [*PARTITIONS, "mode"]
         return df[first + [c for c in df.columns if c not in first]]
 
     def runs(self) -> dict[str, dict]:

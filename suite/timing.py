@@ -20,7 +20,7 @@ from suite.dtypes import np_dtype
 from suite.runner import Inputs
 
 TIMING_COLUMNS = [
-    "backend", "backend_version", "device", "dtype", "op", "impl", "pass", "batch", "vocab", "bytes",
+    "backend", "backend_version", "device", "mode", "dtype", "op", "impl", "pass", "batch", "vocab", "bytes",
     "median_s", "iqr_s", "min_s", "rounds", "number", "gbps", "pct_of_copy", "copy_gbps", "copy_gbps_end",
     "compile_s", "samples", "message",
 ]
@@ -106,12 +106,13 @@ def copy_bandwidth(backend: BaseBackend, device: str, nbytes: int, min_time: flo
     return 2 * (nbytes // 4) * 4 / m.median / 1e9, how
 
 
-def timed_callable(backend: BaseBackend, impl: str, op: str, pass_: str, inp: Inputs) -> Callable[[], Any]:
+def timed_callable(backend: BaseBackend, impl: str, op: str, pass_: str, inp: Inputs,
+                   mode: str | None = None) -> Callable[[], Any]:
     """The thing timed, on inputs already on the device: the op, or the op and its gradient (autodiff,
-    or numpy's analytic formulas), compiled first where the backend compiles (jax.jit)."""
+    or numpy's analytic formulas), eager or under the framework's compiler (`mode`; default its own)."""
     from suite.runner import compiled_step, step_args
 
-    fn = compiled_step(backend, (op, impl, "forward" if pass_ == "forward" else "backward"), inp.temperature)
+    fn = compiled_step(backend, (op, impl, "forward" if pass_ == "forward" else "backward"), inp.temperature, mode)
     args = step_args(impl, op, inp)
     return lambda: fn(*args)
 
@@ -130,15 +131,18 @@ def bench_inputs(backend: BaseBackend, device: str, dtype: str, op: str, batch: 
 
 
 def bench_one(backend: BaseBackend, device: str, dtype: str, op: str, impl: str, pass_: str, batch: int,
-              vocab: int, min_time: float, seed: int = 0) -> dict:
-    fn = timed_callable(backend, impl, op, pass_, bench_inputs(backend, device, dtype, op, batch, vocab, seed))
+              vocab: int, min_time: float, seed: int = 0, mode: str | None = None) -> dict:
+    """One configuration timed; in mode `compiled` the first call (tracing and compiling) is excluded from
+    the samples and recorded as compile_s (first call minus the median call)."""
+    mode = mode or backend.default_mode
+    fn = timed_callable(backend, impl, op, pass_, bench_inputs(backend, device, dtype, op, batch, vocab, seed), mode)
     m = measure(fn, backend.wait, min_time=min_time)
     itemsize = np_dtype(dtype).itemsize
     nbytes = traffic_bytes(op, pass_, batch, vocab, itemsize)
     return {
         "median_s": m.median, "iqr_s": m.iqr, "min_s": min(m.samples), "rounds": len(m.samples),
         "number": m.number, "bytes": nbytes, "gbps": nbytes / m.median / 1e9,
-        "compile_s": max(m.first_call_s - m.median, 0.0) if backend.compile_matrix else np.nan,
+        "compile_s": max(m.first_call_s - m.median, 0.0) if mode == "compiled" else np.nan,
         "samples": m.samples,
     }
 
