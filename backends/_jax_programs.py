@@ -90,9 +90,22 @@ class CachedProgram:
 
     def __call__(self, args: list[tuple]) -> list[Any]:
         tree, sig = signature(self.jax, args)
-        if sig not in self._compiled:
-            self._compiled[sig] = self._load_or_compile(args, tree, sig)
-        return self._compiled[sig](args)
+        if sig in self._compiled:
+            return self._compiled[sig](args)
+        key = self.key(sig)
+        loaded = self._load(key, tree)
+        if loaded is not None:
+            try:  # errors of a loaded executable surface only when its results are read: read them now
+                return self._keep(sig, loaded, self.jax.block_until_ready(loaded(args)))
+            except Exception:  # noqa: BLE001 - an entry this jaxlib cannot run: compile it afresh
+                STATS["hits"] -= 1
+        STATS["misses"] += 1
+        compiled = self._compile(args, key)
+        return self._keep(sig, compiled, compiled(args))
+
+    def _keep(self, sig: str, compiled: Any, outs: list[Any]) -> list[Any]:
+        self._compiled[sig] = compiled
+        return outs
 
     def key(self, sig: str) -> bytes:
         return f"identity {self.identity}\nargs {sig}\n{environment(self.jax)}\n".encode()
@@ -100,23 +113,31 @@ class CachedProgram:
     def path(self, key: bytes) -> Path:
         return self.directory / f"{hashlib.sha256(key).hexdigest()}.xla"
 
-    def _load_or_compile(self, args: list[tuple], tree: Any, sig: str) -> Any:
+    def _load(self, key: bytes, tree: Any) -> Any:
         from jax.experimental import serialize_executable as se
 
-        key = self.key(sig)
-        path = self.path(key)
-        out_tree = self.jax.tree_util.tree_structure([0] * self.n_outputs)
         try:
-            data = path.read_bytes()
+            data = self.path(key).read_bytes()
             head = FORMAT + len(key).to_bytes(8, "little") + key
-            if data.startswith(head):  # the full key is stored too: a hash collision is a miss
-                compiled = se.deserialize_and_load(zlib.decompress(data[len(head):]), tree, out_tree)
-                STATS["hits"] += 1
-                return compiled
+            if not data.startswith(head):  # the full key is stored too: a hash collision is a miss
+                return None
+            out_tree = self.jax.tree_util.tree_structure([0] * self.n_outputs)
+            compiled = se.deserialize_and_load(zlib.decompress(data[len(head):]), tree, out_tree)
         except Exception:  # noqa: BLE001 - absent, truncated, from another jaxlib: compile instead
-            pass
-        STATS["misses"] += 1
-        compiled = self.jitted.trace(args).lower().compile()
+            return None
+        STATS["hits"] += 1
+        return compiled
+
+    def _compile(self, args: list[tuple], key: bytes) -> Any:
+        """Compiled here, never taken from JAX's persistent cache: an executable that JAX deserialized
+        from it serializes without its math functions ("Function wrapped_exponential not found" when
+        run in the next process; jax 0.10.2)."""
+        from jax._src import config as jax_config
+        from jax.experimental import serialize_executable as se
+
+        with jax_config.enable_compilation_cache(False):
+            compiled = self.jitted.trace(args).lower().compile()
+        path = self.path(key)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
         try:
             blob, _, _ = se.serialize(compiled)

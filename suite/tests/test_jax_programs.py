@@ -115,3 +115,46 @@ def test_case_with_temperature_reuses_its_shapes_program(jax_programs):
             *step_args("temperature", "softmax", inp))
         assert _bits(out[key]) == _bits(alone), name
     assert mod.STATS == {"hits": 0, "misses": 2, "stored": 2}  # the main program once, T = 10's once
+
+
+_CHILD = """
+import hashlib, json, sys
+import numpy as np
+from backends import _jax_programs
+from suite.runner import loaded, step
+sys.path.insert(0, {tests!r})
+from test_jax_programs import KEYS, _args, _program
+backend = loaded("jax", 1)
+args = _args(backend, "seed000_batch", "float32")
+if sys.argv[1] == "jit":  # JAX's persistent cache gets this group program, as a plain jax.jit
+    outs = backend.compile_group([step(backend, k[1], k[0], k[2]) for k in KEYS])(args)  # no identity
+else:
+    outs = _program(backend)(args)
+h = hashlib.sha256(b"".join(np.ascontiguousarray(np.asarray(o)).tobytes() for o in outs)).hexdigest()
+print(json.dumps({{"hash": h, **_jax_programs.STATS}}))
+"""
+
+
+def test_programs_are_served_to_the_next_process(tmp_path, root):
+    """Across processes, with JAX's persistent cache holding the same program: the entry is compiled
+    afresh (one JAX had deserialized fails in the next process: "Function wrapped_exponential not
+    found"), and the next process runs the loaded executable to the same bits."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SUITE_JAX_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(root)}
+    code = _CHILD.format(tests=str(root / "suite" / "tests"))
+
+    def child(mode: str) -> dict:
+        p = subprocess.run([sys.executable, "-c", code, mode], env=env, cwd=root, capture_output=True, text=True,
+                           check=False, timeout=300)
+        assert p.returncode == 0, p.stderr[-2000:]
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
+    plain = child("jit")
+    first = child("program")
+    second = child("program")
+    assert (first["misses"], first["stored"], second["hits"], second["misses"]) == (1, 1, 1, 0)
+    assert plain["hash"] == first["hash"] == second["hash"]
