@@ -14,6 +14,7 @@ Entries are pickles of executables, as in JAX's own cache: load them only from y
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = b"softmax-suite jax program v1\n"
+MAX_BYTES = 1 << 30  # the folder is trimmed to this, least recently used first (each code edit adds a set)
 STATS = {"hits": 0, "misses": 0, "stored": 0}  # this process's counts (tests and diagnostics)
 
 
@@ -126,6 +128,8 @@ class CachedProgram:
         except Exception:  # noqa: BLE001 - absent, truncated, from another jaxlib: compile instead
             return None
         STATS["hits"] += 1
+        with contextlib.suppress(OSError):
+            os.utime(self.path(key))  # recently used: trimmed last
         return compiled
 
     def _compile(self, args: list[tuple], key: bytes) -> Any:
@@ -145,6 +149,25 @@ class CachedProgram:
             tmp.write_bytes(FORMAT + len(key).to_bytes(8, "little") + key + zlib.compress(blob, 1))
             os.replace(tmp, path)  # whole or not at all, whichever worker writes it
             STATS["stored"] += 1
+            trim(self.directory)
         except Exception:  # noqa: BLE001 - a read-only or full disk costs the next run time, not this one
             tmp.unlink(missing_ok=True)
         return compiled
+
+
+def trim(directory: Path, limit: int | None = None) -> None:
+    """Delete the least recently used entries until the folder holds at most `limit` bytes."""
+    limit = MAX_BYTES if limit is None else limit
+    entries = []
+    for entry in os.scandir(directory):
+        if entry.name.endswith(".xla"):
+            with contextlib.suppress(OSError):
+                st = entry.stat()
+                entries.append((st.st_mtime, st.st_size, entry.path))
+    total = sum(size for _, size, _ in entries)
+    for _, size, path in sorted(entries):
+        if total <= limit:
+            break
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            total -= size

@@ -100,6 +100,22 @@ def test_unreadable_entry_is_a_miss(jax_programs):
     assert [_bits(a) for a in first] == [_bits(b) for b in again]
 
 
+def test_folder_is_trimmed_least_recently_used_first(jax_programs, monkeypatch):
+    import os
+
+    backend, mod = jax_programs
+    _program(backend)(_args(backend, "seed000_batch", "float16"))
+    (old,) = list(backend._programs.glob("*.xla"))
+    os.utime(old, (1, 1))  # long unused
+    _program(backend)(_args(backend, "seed000_batch", "float32"))
+    (new,) = [p for p in backend._programs.glob("*.xla") if p != old]
+    mod.trim(backend._programs, limit=new.stat().st_size)  # room for one of the two
+    assert list(backend._programs.glob("*.xla")) == [new]
+    monkeypatch.setattr(mod, "MAX_BYTES", 0)  # every store trims to the limit
+    _program(backend)(_args(backend, "seed000_batch", "float64"))
+    assert list(backend._programs.glob("*.xla")) == [] and mod.STATS["stored"] == 3
+
+
 def test_case_with_temperature_reuses_its_shapes_program(jax_programs):
     """seed002_T10 has seed002_T1's shape: only its own `temperature` program is new."""
     backend, mod = jax_programs
