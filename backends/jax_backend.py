@@ -1,16 +1,19 @@
 """JAX: jax.nn.softmax / log_softmax, jax.scipy.special.logsumexp, CE on log_softmax; jax.vjp.
 
 Sets jax_enable_x64 (else JAX silently computes "float64" in 32 bits) and, unless SUITE_JAX_CACHE is
-set empty, JAX's persistent compilation cache in ~/.cache/softmax-suite/jax.
+set empty, JAX's persistent compilation cache in ~/.cache/softmax-suite/jax, and in its programs/ the
+runner's compiled group programs (backends/_jax_programs.py: a warm run neither traces nor lowers them).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 
+from backends._jax_programs import CachedProgram
 from suite.backend_api import BaseBackend
 from suite.dtypes import np_dtype
 
@@ -77,6 +80,7 @@ class Backend(BaseBackend):
 
         jax.config.update("jax_enable_x64", True)
         cache = os.environ.get("SUITE_JAX_CACHE", os.path.expanduser("~/.cache/softmax-suite/jax"))
+        self._programs = Path(cache, "programs") if cache else None  # backends/_jax_programs.py
         if cache:  # XLA compilation dominates a run; reuse executables across runs (same bits)
             jax.config.update("jax_compilation_cache_dir", cache)
             jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -136,11 +140,13 @@ class Backend(BaseBackend):
     def compile(self, fn):
         return self.jax.jit(fn)
 
-    def compile_group(self, fns):
+    def compile_group(self, fns, identity=None):
         """One jax.jit over several functions, each walled off by optimization barriers (its inputs
         tagged with its own index so that no two walls are alike for CSE): XLA then optimizes each
         function as it would alone, so outputs are bit-identical to jax.jit of that function alone
-        (suite/tests/test_isolation.py checks it), at the compile cost of one program."""
+        (suite/tests/test_isolation.py checks it), at the compile cost of one program. With an
+        `identity` and the cache directory on, the compiled program is kept between runs
+        (backends/_jax_programs.py)."""
         barrier = self.jax.lax.optimization_barrier
         jnp = self.jnp
 
@@ -151,7 +157,10 @@ class Backend(BaseBackend):
                 outs.append(barrier(fn(*walled)))
             return outs
 
-        return self.jax.jit(group)
+        jitted = self.jax.jit(group)
+        if identity is None or self._programs is None:
+            return jitted
+        return CachedProgram(self.jax, jitted, identity, len(fns), self._programs)
 
     def vjp(self, fn, z, cotangent):
         out, pullback = self.jax.vjp(fn, z)

@@ -101,8 +101,11 @@ class BaseBackend:
         line), else None."""
         return None
 
-    def compile_group(self, fns: list[Callable[..., Any]]) -> Callable[[list[tuple]], list[Any]]:
-        """Several functions as one compiled program, each output bit-identical to `compile(fn)`."""
+    def compile_group(self, fns: list[Callable[..., Any]],
+                      identity: str | None = None) -> Callable[[list[tuple]], list[Any]]:
+        """Several functions as one compiled program, each output bit-identical to `compile(fn)`.
+        `identity`, when given, names the functions exactly (the same text always means the same
+        functions in the same code), so a backend may keep the compiled program between runs."""
         raise NotImplementedError
 
     def out_dtype(self, x: Array) -> str:

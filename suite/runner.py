@@ -242,23 +242,36 @@ def compute(backend: BaseBackend, impl: str, op: str, pass_: str, inp: Inputs,
 _GROUPS: dict[tuple[int, tuple[Key, ...], float], Callable[..., Any]] = {}
 
 
+def _identity(group: tuple[Key, ...], T: float) -> str | None:
+    """What names a group's functions exactly, for backends that keep compiled programs between runs
+    (the code that builds them is the backend's part of the key): the built-ins only, whose code is the
+    suite's; a plug-in's source may change under the same name."""
+    if any(plugins.get(k[1]) is not None for k in group):
+        return None
+    return f"steps {group!r} T {T!r} online_chunk {formulas.ONLINE_CHUNK}"
+
+
 def compute_group(backend: BaseBackend, keys: list[Key], inp: Inputs,
                   compile_s: dict[Key, float] | None = None) -> dict[Key, Any]:
     """Every requested (op, impl, pass) in one compiled program (backend.compile_group), each
     function walled off from the others so that its outputs are bit-identical to running it alone
     (tested: suite/tests/test_isolation.py). `temperature`'s steps, whose T is a compile-time
-    constant as in user code, form a program of their own per T (at T = 1 they join the others).
+    constant as in user code, form a program of their own per T != 1. The main program always holds
+    every requested key at T = 1, so a case with T != 1 reuses the program of its shape and dtype
+    (its `temperature` outputs, at T = 1, are replaced by those of the program at its T).
     `compile_s` gets each function's share of its program's compile time (split evenly)."""
     out: dict[Key, Any] = {}
-    groups = ([keys] if inp.temperature == 1.0 else
-              [[k for k in keys if k[1] != "temperature"], [k for k in keys if k[1] == "temperature"]])
-    for group in groups:
+    temperature = [k for k in keys if k[1] == "temperature"]
+    groups = [(tuple(keys) if inp.temperature == 1.0 or len(temperature) < len(keys) else (), 1.0)]
+    if inp.temperature != 1.0:
+        groups.append((tuple(temperature), inp.temperature))
+    for group, T in groups:
         if not group:
             continue
-        T = inp.temperature if all(k[1] == "temperature" for k in group) else 1.0
-        ck = (id(backend), tuple(group), T)
+        ck = (id(backend), group, T)
         if ck not in _GROUPS:
-            _GROUPS[ck] = backend.compile_group([step(backend, k[1], k[0], k[2], T) for k in group])
+            _GROUPS[ck] = backend.compile_group([step(backend, k[1], k[0], k[2], T) for k in group],
+                                                identity=_identity(group, T))
         args = [step_args(k[1], k[0], inp) for k in group]
         results, seconds = first_call(backend, ck[1:], tuple(a for t in args for a in t),
                                       lambda ck=ck, args=args: _GROUPS[ck](args))
@@ -409,8 +422,11 @@ def _worker(plan: Plan, dtype: str, queue) -> tuple[list[dict], RunInfo]:
 
 def _tasks(plan: Plan) -> list[tuple[Plan, str]]:
     """One task per (backend, dtype), backend-major, so each backend's partition is complete (and can
-    be stored) as early as possible; a task computes its (case, dtype) references itself (cheap)."""
-    return [(replace(plan, backends=[b]), d) for b in plan.backends for d in plan.dtypes]
+    be stored) as early as possible; a task computes its (case, dtype) references itself (cheap).
+    The last selected backend first: in the default order (numpy, torch, tensorflow, jax) that is the
+    longest first (JAX compiles, TensorFlow's eager dispatch is slow), so the workers finish together
+    on short tasks instead of one waiting for the other's long last one."""
+    return [(replace(plan, backends=[b]), d) for b in reversed(plan.backends) for d in plan.dtypes]
 
 
 def _merge(info: RunInfo, other: RunInfo) -> None:
