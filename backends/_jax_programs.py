@@ -135,12 +135,19 @@ class CachedProgram:
     def _compile(self, args: list[tuple], key: bytes) -> Any:
         """Compiled here, never taken from JAX's persistent cache: an executable that JAX deserialized
         from it serializes without its math functions ("Function wrapped_exponential not found" when
-        run in the next process; jax 0.10.2)."""
+        run in the next process; jax 0.10.2). JAX decides once per process whether its cache is used
+        (the first compile latches it), so the setting alone is not enough after any earlier compile:
+        the cache state is reset around this compile, and again after it for every later compile."""
         from jax._src import config as jax_config
         from jax.experimental import serialize_executable as se
+        from jax.experimental.compilation_cache import compilation_cache
 
-        with jax_config.enable_compilation_cache(False):
-            compiled = self.jitted.trace(args).lower().compile()
+        compilation_cache.reset_cache()
+        try:
+            with jax_config.enable_compilation_cache(False):
+                compiled = self.jitted.trace(args).lower().compile()
+        finally:
+            compilation_cache.reset_cache()  # the next compile reads the settings again: cache on
         path = self.path(key)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
         try:
