@@ -7,7 +7,8 @@ its arguments (tree, shapes, dtypes, weak types, placement), and everything else
 the suite's own source (every .py of suite/ and backends/: any edit misses), jax and jaxlib versions, the
 jax config that changes tracing, XLA_FLAGS, the platform and the CPU. A hit loads the very executable a
 miss compiled (jax.experimental.serialize_executable), so its outputs are bit for bit those of
-jax.jit(group) (suite/tests/test_jax_programs.py). Any unreadable or foreign entry is a miss.
+jax.jit(group) (suite/tests/test_jax_programs.py). Any unreadable or foreign entry is a miss; a miss
+still uses JAX's persistent cache for the XLA compile.
 
 Entries are pickles of executables, as in JAX's own cache: load them only from your own cache directory.
 """
@@ -133,21 +134,16 @@ class CachedProgram:
         return compiled
 
     def _compile(self, args: list[tuple], key: bytes) -> Any:
-        """Compiled here, never taken from JAX's persistent cache: an executable that JAX deserialized
-        from it serializes without its math functions ("Function wrapped_exponential not found" when
-        run in the next process; jax 0.10.2). JAX decides once per process whether its cache is used
-        (the first compile latches it), so the setting alone is not enough after any earlier compile:
-        the cache state is reset around this compile, and again after it for every later compile."""
-        from jax._src import config as jax_config
+        """Compiled (or taken from JAX's persistent cache, whose key is the lowered program: after an
+        edit of the suite's code, most programs are still there) and stored here, unless JAX's cache
+        served it: an executable JAX deserialized runs, but serializes without its math functions
+        ("Function wrapped_exponential not found" when run in the next process; jax 0.10.2)."""
         from jax.experimental import serialize_executable as se
-        from jax.experimental.compilation_cache import compilation_cache
 
-        compilation_cache.reset_cache()
-        try:
-            with jax_config.enable_compilation_cache(False):
-                compiled = self.jitted.trace(args).lower().compile()
-        finally:
-            compilation_cache.reset_cache()  # the next compile reads the settings again: cache on
+        served = _jax_cache_hits()
+        compiled = self.jitted.trace(args).lower().compile()
+        if _jax_cache_hits() != served:
+            return compiled
         path = self.path(key)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
         try:
@@ -160,6 +156,26 @@ class CachedProgram:
         except Exception:  # noqa: BLE001 - a read-only or full disk costs the next run time, not this one
             tmp.unlink(missing_ok=True)
         return compiled
+
+
+_JAX_CACHE_HITS = [0]
+
+
+@cache
+def _listen(jax_monitoring) -> None:
+    def on_event(event: str, **_: Any) -> None:
+        if event == "/jax/compilation_cache/cache_hits":
+            _JAX_CACHE_HITS[0] += 1
+
+    jax_monitoring.register_event_listener(on_event)
+
+
+def _jax_cache_hits() -> int:
+    """How many compiles JAX's persistent cache has served in this process (jax.monitoring's event)."""
+    import jax.monitoring
+
+    _listen(jax.monitoring)
+    return _JAX_CACHE_HITS[0]
 
 
 def trim(directory: Path, limit: int | None = None) -> None:

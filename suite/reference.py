@@ -110,34 +110,41 @@ class Reference:
         return self.expected_temperature if impl == "temperature" else self.expected
 
     def save(self, path: Path) -> None:
-        """As one .npz of plain arrays (no pickles), so worker processes computing other frameworks
-        of the same (case, dtype) load it instead of computing it again."""
+        """As a directory of plain .npy files (no pickles), so worker processes computing other
+        frameworks of the same (case, dtype) map it (`load`) instead of computing it again: one file
+        per array, because a zip's per-member overhead made loading an .npz cost more than computing."""
         arrays = {"x": self.x, "z": self.z, "temperature": np.float64(self.temperature), "probs": self.probs,
                   "softmax_t1": self.softmax_t1, "same_t": np.bool_(self.expected_temperature is self.expected)}
-        arrays.update({f"cot/{op}": g for op, g in self.cotangents.items()})
+        arrays.update({f"cot.{op}": g for op, g in self.cotangents.items()})
         for tag, table in (("e", self.expected), ("t", self.expected_temperature)):
+            if tag == "t" and self.expected_temperature is self.expected:
+                continue
             for (op, pass_), e in table.items():
-                arrays.update({f"{tag}/{op}/{pass_}/value": e.value, f"{tag}/{op}/{pass_}/unit": e.unit,
-                               f"{tag}/{op}/{pass_}/bound": np.float64(e.bound)})
+                arrays.update({f"{tag}.{op}.{pass_}.value": e.value, f"{tag}.{op}.{pass_}.unit": e.unit,
+                               f"{tag}.{op}.{pass_}.bound": np.float64(e.bound)})
         arrays["dtype"] = np.str_(next(iter(self.expected.values())).dtype)
-        with open(path, "wb") as fh:
-            np.savez(fh, **arrays)
+        path.mkdir()
+        for name, a in arrays.items():
+            np.save(path / f"{name}.npy", np.asarray(a), allow_pickle=False)
 
     @classmethod
     def load(cls, path: Path) -> Reference:
-        with np.load(path, allow_pickle=False) as f:
-            a = {k: f[k] for k in f.files}
-        dtype = str(a["dtype"])
+        """The arrays `save` wrote, memory-mapped read-only (the page cache serves every worker)."""
+        def get(name: str) -> np.ndarray:
+            a = np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+            return np.array(a) if a.ndim == 0 else a  # a 0-d map is copied: nothing to share
+
+        dtype = str(get("dtype"))
 
         def table(tag: str) -> dict[tuple[str, str], Expected]:
-            return {(op, p): Expected(a[f"{tag}/{op}/{p}/value"], a[f"{tag}/{op}/{p}/unit"], dtype,
-                                      float(a[f"{tag}/{op}/{p}/bound"])) for op in OPS for p in PASSES}
+            return {(op, p): Expected(get(f"{tag}.{op}.{p}.value"), get(f"{tag}.{op}.{p}.unit"), dtype,
+                                      float(get(f"{tag}.{op}.{p}.bound"))) for op in OPS for p in PASSES}
 
         expected = table("e")
-        return cls(x=a["x"], z=a["z"], temperature=float(a["temperature"]), probs=a["probs"],
-                   cotangents={op: a[f"cot/{op}"] for op in OPS}, expected=expected,
-                   expected_temperature=expected if bool(a["same_t"]) else table("t"),
-                   softmax_t1=a["softmax_t1"])
+        return cls(x=get("x"), z=get("z"), temperature=float(get("temperature")), probs=get("probs"),
+                   cotangents={op: get(f"cot.{op}") for op in OPS}, expected=expected,
+                   expected_temperature=expected if bool(get("same_t")) else table("t"),
+                   softmax_t1=get("softmax_t1"))
 
 
 def output_shape(op: str, shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import queue as queue_mod
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -63,13 +64,16 @@ def reference(plan: Plan, case: Case, dtype: str) -> Reference:
     if plan.cache_dir is None:
         return compute_reference(case, dtype)
     index = next(i for i, c in enumerate(plan.cases) if c is case)
-    path = Path(plan.cache_dir) / f"{index}-{dtype}.npz"
+    path = Path(plan.cache_dir) / f"{index}-{dtype}"
     if path.exists():
         return Reference.load(path)
     ref = compute_reference(case, dtype)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     ref.save(tmp)
-    os.replace(tmp, path)
+    try:
+        os.rename(tmp, path)  # whole or not at all; a directory another task renamed first is as good
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
     return ref
 
 

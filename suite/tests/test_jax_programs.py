@@ -33,7 +33,15 @@ def jax_programs(tmp_path, monkeypatch):
     monkeypatch.setattr(backend, "_programs", tmp_path / "programs")
     monkeypatch.setattr(runner, "_GROUPS", {})  # no program kept in memory by an earlier test
     monkeypatch.setattr(_jax_programs, "STATS", {"hits": 0, "misses": 0, "stored": 0})
-    return backend, _jax_programs
+    from jax.experimental.compilation_cache import compilation_cache
+
+    jax = backend.jax
+    before = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "jax-cache"))  # JAX's own cache empty too
+    compilation_cache.reset_cache()
+    yield backend, _jax_programs
+    jax.config.update("jax_compilation_cache_dir", before)
+    compilation_cache.reset_cache()
 
 
 def _args(backend, case_name: str, dtype: str, keys=KEYS):
@@ -77,7 +85,7 @@ def test_changed_steps_temperature_dtype_shape_or_code_miss(jax_programs, monkey
     assert mod.STATS["misses"] == 6
     monkeypatch.setattr(mod, "_source_digest", lambda: "edited")  # the suite's code changed
     _program(backend)(_args(backend, "seed003_linspace500", "float32"))
-    assert mod.STATS == {"hits": 0, "misses": 7, "stored": 7}
+    assert mod.STATS == {"hits": 0, "misses": 7, "stored": 6}  # JAX's cache served it: not stored
 
 
 def test_identity_names_steps_temperature_and_chunk(monkeypatch):
@@ -141,41 +149,39 @@ from suite.runner import loaded, step
 sys.path.insert(0, {tests!r})
 from test_jax_programs import KEYS, _args, _program
 backend = loaded("jax", 1)
-backend.jax.jit(lambda x: x + 1)(1.0)  # a compile before the program's, as in a run: JAX's cache is latched on
+backend.jax.jit(lambda x: x + 1)(1.0)  # a compile before the program's, as in a run
 args = _args(backend, "seed000_batch", "float32")
-if sys.argv[1] == "jax-cache":  # into JAX's persistent cache, under the key _compile looks up
-    from jax._src import config as jax_config
-    with jax_config.enable_compilation_cache(False):  # ignored: JAX's cache was latched on above
-        outs = _program(backend).jitted.trace(args).lower().compile()(args)
-else:
-    outs = _program(backend)(args)
+outs = _program(backend)(args)
 h = hashlib.sha256(b"".join(np.ascontiguousarray(np.asarray(o)).tobytes() for o in outs)).hexdigest()
 print(json.dumps({{"hash": h, **_jax_programs.STATS}}))
 """
 
 
 def test_programs_are_served_to_the_next_process(tmp_path, root):
-    """Across processes, with JAX's persistent cache already in use by an earlier compile and holding
-    the same program: the entry is compiled afresh, not taken from JAX's cache (an executable JAX had
-    deserialized fails in the next process: "Function wrapped_exponential not found"), and the next
-    process runs the loaded executable to the same bits."""
+    """Across processes: a stored program is served to the next process, to the same bits. After an
+    edit of the suite's code (here: its entries deleted), JAX's persistent cache still holds the
+    programs and serves the compile; such an executable is not stored (one JAX had deserialized fails
+    in the next process: "Function wrapped_exponential not found"), so no broken entry is ever kept."""
     import json
     import os
+    import shutil
     import subprocess
     import sys
 
     env = {**os.environ, "SUITE_JAX_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(root)}
     code = _CHILD.format(tests=str(root / "suite" / "tests"))
+    programs = tmp_path / "cache" / "programs"
 
-    def child(mode: str) -> dict:
-        p = subprocess.run([sys.executable, "-c", code, mode], env=env, cwd=root, capture_output=True, text=True,
+    def child() -> dict:
+        p = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True,
                            check=False, timeout=300)
         assert p.returncode == 0, p.stderr[-2000:]
         return json.loads(p.stdout.strip().splitlines()[-1])
 
-    earlier = child("jax-cache")
-    assert list((tmp_path / "cache").glob("jit_group-*")), "JAX's persistent cache holds no group program"
-    first = child("program")
-    second = child("program")
+    first, second = child(), child()
     assert (first["misses"], first["stored"], second["hits"], second["misses"]) == (1, 1, 1, 0)
-    assert earlier["hash"] == first["hash"] == second["hash"]
+    shutil.rmtree(programs)
+    edited, again = child(), child()
+    assert (edited["misses"], edited["stored"], again["hits"], again["misses"]) == (1, 0, 0, 1)
+    assert not programs.exists() or not list(programs.glob("*.xla"))
+    assert len({c["hash"] for c in (first, second, edited, again)}) == 1

@@ -353,3 +353,35 @@ def test_seed003_linspace1e5_cross_entropy(catalog):
 def test_seed004_vec_softmax(catalog):
     sm = _fwd(catalog, "seed004_vec", "softmax")
     assert np.allclose(sm, [0.01165623, 0.03168492, 0.08612854, 0.23412166, 0.63640865], atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["seed002_T0.5", "mask_partial", "nan_entry"])
+def test_reference_shared_between_workers_is_the_computed_one(catalog, name, tmp_path):
+    """runner.reference: the first task computes and saves a (case, dtype); the others map the saved
+    arrays. Every array, bound and table (temperature's own where T != 1) must come back unchanged."""
+    from dataclasses import fields
+
+    from suite.runner import Plan, reference
+
+    case = catalog[name]
+    plan = Plan(["numpy"], ["cpu"], ["bfloat16"], list(OPS), ["fused"], list(PASSES), cases=[case],
+                cache_dir=str(tmp_path))
+    computed = reference(plan, case, "bfloat16")
+    shared = reference(plan, case, "bfloat16")  # loaded this time
+    assert [p.name for p in tmp_path.iterdir()] == ["0-bfloat16"]
+
+    def same(a, b) -> bool:  # values, NaNs and signs of zero (long double's padding bytes are not data)
+        a, b = np.asarray(a), np.asarray(b)
+        return (a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
+                and np.array_equal(np.signbit(a), np.signbit(b)))
+
+    for f in ("x", "z", "probs", "softmax_t1"):
+        assert same(getattr(computed, f), getattr(shared, f)), f
+    assert shared.temperature == computed.temperature
+    assert all(same(computed.cotangents[op], shared.cotangents[op]) for op in OPS)
+    assert (shared.expected_temperature is shared.expected) == (computed.expected_temperature is computed.expected)
+    for impl in ("fused", "temperature"):
+        for key, e in computed.for_impl(impl).items():
+            got = shared.for_impl(impl)[key]
+            assert got.dtype == e.dtype and got.bound == e.bound, key
+            assert all(same(getattr(e, f.name), getattr(got, f.name)) for f in fields(e) if f.name in ("value", "unit"))
