@@ -30,6 +30,12 @@ from suite.selection import UsageError
 NOX_SWEEP = "64x16,8x1000,16x4096,256x32768,83x50257,64x131072,16x262147"
 DEFAULT_RUNS = 6  # per arm; with the exact test at alpha 0.01 this allows one out-of-order pair of runs
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
+# glibc's malloc returns a large freed block to the kernel (munmap, heap trimming) depending on what the
+# process allocated before: then the next call's fresh output page-faults on every page. A 32 MiB
+# torch.softmax took 16 ms that way and 3.5 ms from recycled memory (jax.jit: 17 and 4.5 ms), and which
+# of the two a run got depended on its shuffled order: the bimodal run-to-run noise of the large inputs.
+# Every run of every arm keeps freed memory instead (a user's value of GLIBC_TUNABLES is kept as is).
+ALLOCATOR_ENV = {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296"}
 
 
 @dataclass(frozen=True)
@@ -74,10 +80,11 @@ def run_protocol(arms: Sequence[Arm], runs: int, bench_args: Sequence[str], stor
     by_name = {a.name: a for a in arms}
     order = schedule([a.name for a in arms], runs)
     seeds = np.random.SeedSequence(seed).generate_state(len(order)).tolist()
-    env = {**os.environ, **{v: str(len(cpus)) for v in THREAD_VARS}}
+    env = {**ALLOCATOR_ENV, **os.environ, **{v: str(len(cpus)) for v in THREAD_VARS}}
     meta = {"protocol": protocol, "arms": {a.name: list(a.command) for a in arms}, "runs_per_arm": runs,
             "bench_args": list(bench_args), "cpu_affinity": cpus, "threads": len(cpus),
-            "thread_env": {v: env[v] for v in THREAD_VARS}, "seed": seed, "command": sys.argv,
+            "thread_env": {v: env[v] for v in THREAD_VARS},
+            "allocator_env": {v: env[v] for v in ALLOCATOR_ENV}, "seed": seed, "command": sys.argv,
             "utc_start": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "runs": []}
     path = Path(store) / "runs" / protocol / "protocol.json"
     t_all = time.perf_counter()

@@ -33,6 +33,9 @@ def _git_commit() -> str | None:
         return None
 
 
+MALLOC_VARS = ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "THP_MEM_ALLOC_ENABLE")
+
+
 def environment(info, extra: dict | None = None) -> dict:
     """env.json: versions, machine, devices, threads, commit, time and the command line."""
     from suite.formulas import ONLINE_CHUNK
@@ -56,6 +59,7 @@ def environment(info, extra: dict | None = None) -> dict:
         "skipped": info.skipped,
         "cpu_seconds": info.seconds,
         "online_chunk": ONLINE_CHUNK,  # classes per chunk of the `online` implementation
+        "malloc_env": {v: os.environ[v] for v in MALLOC_VARS if v in os.environ},  # timings depend on it
     }
     if extra:
         env.update(extra)

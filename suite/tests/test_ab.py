@@ -4,6 +4,7 @@ pinned CPUs and recorded threads, landing in the store under ids that `compare` 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,10 @@ def test_protocol_runs_interleaved_fresh_processes_into_the_store(tmp_path):
     env = json.loads((store / "runs" / "ab-t-B-02" / "timing.json").read_text())
     assert env["order"] == "random" and env["seed"] == meta["runs"][2]["seed"]
     assert env["cpu_affinity"] == meta["cpu_affinity"] and env["copy_bandwidth"]["cpu"]["gbps_end"] > 0
+    from suite.ab import ALLOCATOR_ENV  # every run keeps freed memory: no page-fault lottery per run
+
+    want = os.environ.get("GLIBC_TUNABLES", ALLOCATOR_ENV["GLIBC_TUNABLES"])
+    assert meta["allocator_env"]["GLIBC_TUNABLES"] == want == env["malloc_env"]["GLIBC_TUNABLES"]
     timing = pd.read_parquet(store / "timing")
     assert sorted(timing.run_id.unique()) == ["ab-t-A-01", "ab-t-A-02", "ab-t-B-01", "ab-t-B-02"]
     assert (timing.groupby("run_id").size() == 4).all() and timing.copy_gbps_end.notna().all()
