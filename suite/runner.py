@@ -58,10 +58,14 @@ class Plan(Selection):
     modes: list[str] | None = None  # suite.modes.MODES; None: each framework's own (JAX compiled, others eager)
 
 
+SHARE_MIN_ELEMENTS = 65_536  # smaller cases compute in ~3 ms, less than writing and mapping ~85 files
+
+
 def reference(plan: Plan, case: Case, dtype: str) -> Reference:
-    """compute_reference, shared through plan.cache_dir by the tasks of other frameworks: the first task
-    to need a (case, dtype) computes and stores it (atomic rename), the others load it."""
-    if plan.cache_dir is None:
+    """compute_reference, shared through plan.cache_dir by the tasks of other frameworks where it is
+    costly (wide cases): the first task to need a (case, dtype) computes and stores it (atomic rename),
+    the others map it."""
+    if plan.cache_dir is None or case.logits.size <= SHARE_MIN_ELEMENTS:
         return compute_reference(case, dtype)
     index = next(i for i, c in enumerate(plan.cases) if c is case)
     path = Path(plan.cache_dir) / f"{index}-{dtype}"

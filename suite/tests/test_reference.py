@@ -356,12 +356,15 @@ def test_seed004_vec_softmax(catalog):
 
 
 @pytest.mark.parametrize("name", ["seed002_T0.5", "mask_partial", "nan_entry"])
-def test_reference_shared_between_workers_is_the_computed_one(catalog, name, tmp_path):
+def test_reference_shared_between_workers_is_the_computed_one(catalog, name, tmp_path, monkeypatch):
     """runner.reference: the first task computes and saves a (case, dtype); the others map the saved
     arrays. Every array, bound and table (temperature's own where T != 1) must come back unchanged."""
     from dataclasses import fields
 
+    from suite import runner
     from suite.runner import Plan, reference
+
+    monkeypatch.setattr(runner, "SHARE_MIN_ELEMENTS", 0)  # small cases are shared too (normally computed)
 
     case = catalog[name]
     plan = Plan(["numpy"], ["cpu"], ["bfloat16"], list(OPS), ["fused"], list(PASSES), cases=[case],
@@ -385,3 +388,15 @@ def test_reference_shared_between_workers_is_the_computed_one(catalog, name, tmp
             got = shared.for_impl(impl)[key]
             assert got.dtype == e.dtype and got.bound == e.bound, key
             assert all(same(getattr(e, f.name), getattr(got, f.name)) for f in fields(e) if f.name in ("value", "unit"))
+
+
+def test_small_reference_is_computed_not_shared(catalog, tmp_path):
+    """Below SHARE_MIN_ELEMENTS computing costs less than writing and mapping the files: nothing is written."""
+    from suite.runner import SHARE_MIN_ELEMENTS, Plan, reference
+
+    case = catalog["seed000_batch"]
+    assert case.logits.size <= SHARE_MIN_ELEMENTS
+    plan = Plan(["numpy"], ["cpu"], ["float32"], list(OPS), ["fused"], list(PASSES), cases=[case],
+                cache_dir=str(tmp_path))
+    reference(plan, case, "float32")
+    assert list(tmp_path.iterdir()) == []
