@@ -129,10 +129,12 @@ class Reference:
 
     @classmethod
     def load(cls, path: Path) -> Reference:
-        """The arrays `save` wrote, memory-mapped read-only (the page cache serves every worker)."""
-        def get(name: str) -> np.ndarray:
+        """The arrays `save` wrote: the graded values memory-mapped read-only (the page cache serves every
+        worker), the inputs handed to frameworks as ordinary writable arrays (torch warns on, and may
+        share, a read-only buffer)."""
+        def get(name: str, copy: bool = False) -> np.ndarray:
             a = np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)
-            return np.array(a) if a.ndim == 0 else a  # a 0-d map is copied: nothing to share
+            return np.array(a) if copy or a.ndim == 0 else a  # a 0-d map is copied: nothing to share
 
         dtype = str(get("dtype"))
 
@@ -141,8 +143,8 @@ class Reference:
                                       float(get(f"{tag}.{op}.{p}.bound"))) for op in OPS for p in PASSES}
 
         expected = table("e")
-        return cls(x=get("x"), z=get("z"), temperature=float(get("temperature")), probs=get("probs"),
-                   cotangents={op: get(f"cot.{op}") for op in OPS}, expected=expected,
+        return cls(x=get("x", True), z=get("z", True), temperature=float(get("temperature")),
+                   probs=get("probs", True), cotangents={op: get(f"cot.{op}", True) for op in OPS}, expected=expected,
                    expected_temperature=expected if bool(get("same_t")) else table("t"),
                    softmax_t1=get("softmax_t1"))
 

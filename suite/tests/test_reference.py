@@ -380,6 +380,8 @@ def test_reference_shared_between_workers_is_the_computed_one(catalog, name, tmp
 
     for f in ("x", "z", "probs", "softmax_t1"):
         assert same(getattr(computed, f), getattr(shared, f)), f
+    inputs = [shared.x, shared.z, shared.probs, *shared.cotangents.values()]  # handed to the frameworks
+    assert all(np.asarray(a).flags.writeable for a in inputs)
     assert shared.temperature == computed.temperature
     assert all(same(computed.cotangents[op], shared.cotangents[op]) for op in OPS)
     assert (shared.expected_temperature is shared.expected) == (computed.expected_temperature is computed.expected)
