@@ -430,7 +430,8 @@ def _worker(plan: Plan, dtype: str, queue) -> tuple[list[dict], RunInfo]:
 
 def _tasks(plan: Plan) -> list[tuple[Plan, str]]:
     """One task per (backend, dtype), backend-major, so each backend's partition is complete (and can
-    be stored) as early as possible; a task computes its (case, dtype) references itself (cheap).
+    be stored) as early as possible; a task computes its (case, dtype) references itself, except the
+    wide cases' (`reference`: the first task computes them, the others map its files).
     The last selected backend first: in the default order (numpy, torch, tensorflow, jax) that is the
     longest first (JAX compiles, TensorFlow's eager dispatch is slow), so the workers finish together
     on short tasks instead of one waiting for the other's long last one."""
