@@ -8,7 +8,8 @@ the suite's own source (every .py of suite/ and backends/: any edit misses), jax
 jax config that changes tracing, XLA_FLAGS, the platform and the CPU. A hit loads the very executable a
 miss compiled (jax.experimental.serialize_executable), so its outputs are bit for bit those of
 jax.jit(group) (suite/tests/test_jax_programs.py). Any unreadable or foreign entry is a miss; a miss
-still uses JAX's persistent cache for the XLA compile.
+compiles without JAX's persistent cache (whose executables cannot be kept: CachedProgram._compile), so
+the first run after an edit of the suite's code compiles its programs again and the next one is warm.
 
 Entries are pickles of executables, as in JAX's own cache: load them only from your own cache directory.
 """
@@ -134,15 +135,17 @@ class CachedProgram:
         return compiled
 
     def _compile(self, args: list[tuple], key: bytes) -> Any:
-        """Compiled (or taken from JAX's persistent cache, whose key is the lowered program: after an
-        edit of the suite's code, most programs are still there) and stored here, unless JAX's cache
-        served it: an executable JAX deserialized runs, but serializes without its math functions
-        ("Function wrapped_exponential not found" when run in the next process; jax 0.10.2)."""
+        """Compiled afresh and stored here. JAX's persistent cache is off for this compile: an
+        executable JAX deserialized from its cache runs, but serializes without its math functions
+        ("Function wrapped_exponential not found" when run in the next process; jax 0.10.2), so such
+        a program could never be kept, and every run after an edit of the suite's code would pay
+        for loading all of JAX's entries again instead of being warm from the second run on."""
         from jax.experimental import serialize_executable as se
 
         served = _jax_cache_hits()
-        compiled = self.jitted.trace(args).lower().compile()
-        if _jax_cache_hits() != served:
+        with _without_jax_cache(self.jax):
+            compiled = self.jitted.trace(args).lower().compile()
+        if _jax_cache_hits() != served:  # a JAX that ignored the switch: run it, never keep it
             return compiled
         path = self.path(key)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
@@ -156,6 +159,22 @@ class CachedProgram:
         except Exception:  # noqa: BLE001 - a read-only or full disk costs the next run time, not this one
             tmp.unlink(missing_ok=True)
         return compiled
+
+
+@contextlib.contextmanager
+def _without_jax_cache(jax) -> Any:
+    """JAX's persistent compilation cache switched off, and back on after (JAX decides once per process
+    whether to use it unless the cache is reset: jax.experimental.compilation_cache's reset_cache)."""
+    from jax.experimental.compilation_cache import compilation_cache
+
+    before = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    compilation_cache.reset_cache()
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_compilation_cache", before)
+        compilation_cache.reset_cache()
 
 
 _JAX_CACHE_HITS = [0]

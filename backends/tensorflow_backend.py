@@ -8,6 +8,7 @@ is ~/.cache/softmax-suite/xla.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -24,7 +25,7 @@ class TFPrimitives:
     def __init__(self, tf) -> None:
         self.tf = tf
         self.exp, self.log, self.log1p = tf.math.exp, tf.math.log, tf.math.log1p
-        self.fold_chunks = fold_chunks
+        self.fold_chunks = functools.partial(fold_chunks, split=lambda x, sizes: tf.split(x, sizes, axis=-1))
         self.where, self.zeros_like, self.mean = tf.where, tf.zeros_like, tf.reduce_mean
 
     def max(self, x):

@@ -6,6 +6,7 @@ Inductor's on-disk caches (FX graphs, kernels, AOTAutograd) live in ~/.cache/sof
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 
@@ -23,7 +24,7 @@ class TorchPrimitives:
     def __init__(self, torch) -> None:
         self.t = torch
         self.exp, self.log, self.log1p = torch.exp, torch.log, torch.log1p
-        self.fold_chunks = fold_chunks
+        self.fold_chunks = functools.partial(fold_chunks, split=lambda x, sizes: torch.split(x, sizes, dim=-1))
         self.where, self.zeros_like, self.mean = torch.where, torch.zeros_like, torch.mean
 
     def max(self, x):
@@ -87,8 +88,8 @@ class Backend(BaseBackend):
         return self.torch.cuda.get_device_name(0) if device == "gpu" else "cpu"
 
     def put(self, a, dtype, device):
-        t = self.torch.as_tensor(np.asarray(a, dtype=np.float64), device=self._dev(device))
-        return t.to(self._dt[dtype])
+        t = self.torch.tensor(np.asarray(a, dtype=np.float64), device=self._dev(device))  # a copy: the suite's
+        return t.to(self._dt[dtype])  # arrays are shared by every framework's task and must stay as they are
 
     def put_targets(self, a, device):
         return self.torch.as_tensor(np.asarray(a, dtype=np.int64), device=self._dev(device))

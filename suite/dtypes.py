@@ -51,22 +51,44 @@ def round_to(x: np.ndarray, name: str) -> np.ndarray:
     if name in ("float32", "float64") or (name == "float16" and v.dtype == np.float64):
         with np.errstate(over="ignore", invalid="ignore"):
             return v.astype(_NP[name]).astype(np.float64)
-    return _quantize(v.astype(LD), name)[0].astype(np.float64)
+    if v.dtype != LD:
+        return _quantize(v, name)[0]
+    return _round_long_double(v, name)
+
+
+def _round_long_double(v: np.ndarray, name: str) -> np.ndarray:
+    """Long double values rounded once to `name`, in float64 arithmetic (long double's is ~8x slower):
+    v = hi + lo exactly, hi = v rounded to float64 (the 11 bits of a 64-bit significand beyond float64's
+    53 fit in lo). Rounding is monotonic and the dtype's midpoints are float64 values, so hi rounds as v
+    does, except where hi is itself a midpoint and lo != 0: then lo's sign picks the neighbour."""
+    fi = finfo(name)
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        hi = v.astype(np.float64)
+        lo = np.where(np.isfinite(hi), (v - hi.astype(LD)).astype(np.float64), 0.0)
+        r, quantum = _quantize(hi, name)
+        scaled = hi / quantum  # exact: a power of two
+        tie = (lo != 0) & np.isfinite(hi) & (scaled - np.floor(scaled) == 0.5)
+        if tie.any():
+            r = np.where(tie, hi + np.sign(lo) * (quantum / 2), r)
+            r = np.where(np.abs(r) > float(fi.max), np.copysign(np.inf, r), r)
+    return r
 
 
 def _quantize(v: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Round long double values to `name` with one rounding: snap to the dtype's quantum at each value
-    (2^(e - p) in its binade, the subnormal quantum below the smallest normal) with np.rint, which rounds
-    half to even; scaling by powers of two is exact in long double. Returns (rounded, quantum)."""
+    """Round float64 or long double values to `name` with one rounding: snap to the dtype's quantum at
+    each value (2^(e - p) in its binade, the subnormal quantum below the smallest normal) with np.rint,
+    which rounds half to even; scaling by powers of two is exact (the dtype's range lies well inside
+    float64's). Returns (rounded, quantum), in v's type."""
     fi = finfo(name)
     p, emin = int(fi.nmant) + 1, int(fi.minexp)  # smallest normal = 2^emin
+    one = v.dtype.type(1)
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):
         finite = np.isfinite(v) & (v != 0)
-        _, e = np.frexp(np.where(finite, v, LD(1)))  # v = f 2^e with f in [0.5, 1)
+        _, e = np.frexp(np.where(finite, v, one))  # v = f 2^e with f in [0.5, 1)
         q = np.maximum(e.astype(np.int64) - p, emin - p + 1)
         r = np.where(finite, np.ldexp(np.rint(np.ldexp(v, -q)), q), v)
-        r = np.where(np.abs(r) > LD(float(fi.max)), np.copysign(LD(np.inf), r), r)
-    return r, np.ldexp(LD(1), q)
+        r = np.where(np.abs(r) > v.dtype.type(float(fi.max)), np.copysign(v.dtype.type(np.inf), r), r)
+    return r, np.ldexp(one, q)
 
 
 def divide_rounded(z: np.ndarray, T: float, name: str) -> np.ndarray:

@@ -59,15 +59,25 @@ class Plan(Selection):
 
 
 SHARE_MIN_ELEMENTS = 65_536  # smaller cases compute in ~3 ms, less than writing and mapping ~85 files
+# small cases' references, kept per process for the run (plan.cache_dir names it) with the scoring views they
+# cache, so a worker's next task of the same dtype (another framework) reuses both
+_SMALL_REFERENCES: dict[tuple[str, int, str], Reference] = {}
 
 
 def reference(plan: Plan, case: Case, dtype: str) -> Reference:
-    """compute_reference, shared through plan.cache_dir by the tasks of other frameworks where it is
-    costly (wide cases): the first task to need a (case, dtype) computes and stores it (atomic rename),
-    the others map it."""
-    if plan.cache_dir is None or case.logits.size <= SHARE_MIN_ELEMENTS:
+    """compute_reference, shared by the tasks of other frameworks: wide cases through plan.cache_dir (the
+    first task to need a (case, dtype) computes and stores it, atomic rename, the others map it), small
+    ones kept in the process that computed them."""
+    if plan.cache_dir is None:
         return compute_reference(case, dtype)
     index = next(i for i, c in enumerate(plan.cases) if c is case)
+    if case.logits.size <= SHARE_MIN_ELEMENTS:  # kept in this process for its other frameworks' tasks
+        key = (plan.cache_dir, index, dtype)
+        if key not in _SMALL_REFERENCES:
+            if next(iter(_SMALL_REFERENCES), key)[0] != plan.cache_dir:
+                _SMALL_REFERENCES.clear()  # another run's
+            _SMALL_REFERENCES[key] = compute_reference(case, dtype)
+        return _SMALL_REFERENCES[key]
     path = Path(plan.cache_dir) / f"{index}-{dtype}"
     if path.exists():
         return Reference.load(path)
@@ -418,6 +428,9 @@ def _pool(jobs: int, ctx):
 
     class Pool(ProcessPoolExecutor):
         def __exit__(self, exc_type, exc, tb):
+            if exc_type is None:  # every result is in hand: don't wait for the workers' own teardown (~2 s)
+                for process in list(self._processes.values()):
+                    process.kill()
             self.shutdown(wait=True, cancel_futures=exc_type is not None)
             return False
 

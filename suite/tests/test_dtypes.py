@@ -31,6 +31,33 @@ def test_fast_paths_agree_with_the_quantizer(dtype):
         np.testing.assert_array_equal(round_to(x, dtype), want)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_long_double_midpoints_are_decided_by_the_tail(dtype):
+    """Long double values are rounded from their float64 head and tail: where the head is exactly a
+    midpoint of the dtype's grid (normal, subnormal, at a binade's edge, at the overflow threshold), a
+    tail below float64's precision decides, as the long double quantizer does."""
+    from suite.dtypes import finfo
+
+    fi = finfo(dtype)
+    rng = np.random.default_rng(11)
+    grid = np.unique(round_to(rng.standard_normal(4000) * 10.0 ** rng.integers(-30, 4, 4000), dtype))
+    grid = np.concatenate([grid, [float(fi.max), float(fi.smallest_normal), float(fi.smallest_subnormal), 1.0, 2.0]])
+    heads = []
+    for g in grid.astype(LD):
+        up = LD(np.nextafter(np_dtype(dtype).type(g), np_dtype(dtype).type(np.inf)).astype(np.float64))
+        mid = g + (up - g) / 2 if np.isfinite(up) else g + (g - LD(np.nextafter(
+            np_dtype(dtype).type(g), np_dtype(dtype).type(0)).astype(np.float64))) / 2  # the overflow threshold
+        heads.append(mid)
+    heads = np.array(heads, dtype=LD)
+    tail = np.abs(heads) * LD(2.0) ** -60  # below float64's precision: the head stays the midpoint
+    v = np.concatenate([heads, heads + tail, heads - tail, -heads - tail, -heads + tail])
+    assert (v.astype(np.float64) == np.concatenate([heads, heads, heads, -heads, -heads]).astype(np.float64)).all()
+    with np.errstate(all="ignore"):
+        want = _quantize(v, dtype)[0].astype(np.float64)
+    np.testing.assert_array_equal(round_to(v, dtype), want)
+    assert (round_to(heads + tail, dtype) != round_to(heads - tail, dtype)).all()  # the tail did decide
+
+
 def test_specials_and_range():
     got = round_to(np.array([np.inf, -np.inf, np.nan, -0.0, 1e6, 65519.0, 65520.0, 2.0**-25]), "float16")
     assert np.isinf(got[0]) and got[0] > 0 and np.isinf(got[1]) and got[1] < 0 and np.isnan(got[2])

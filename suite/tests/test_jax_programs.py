@@ -85,7 +85,7 @@ def test_changed_steps_temperature_dtype_shape_or_code_miss(jax_programs, monkey
     assert mod.STATS["misses"] == 6
     monkeypatch.setattr(mod, "_source_digest", lambda: "edited")  # the suite's code changed
     _program(backend)(_args(backend, "seed003_linspace500", "float32"))
-    assert mod.STATS == {"hits": 0, "misses": 7, "stored": 6}  # JAX's cache served it: not stored
+    assert mod.STATS == {"hits": 0, "misses": 7, "stored": 7}  # compiled afresh, not taken from JAX's cache
 
 
 def test_identity_names_steps_temperature_and_chunk(monkeypatch):
@@ -159,9 +159,9 @@ print(json.dumps({{"hash": h, **_jax_programs.STATS}}))
 
 def test_programs_are_served_to_the_next_process(tmp_path, root):
     """Across processes: a stored program is served to the next process, to the same bits. After an
-    edit of the suite's code (here: its entries deleted), JAX's persistent cache still holds the
-    programs and serves the compile; such an executable is not stored (one JAX had deserialized fails
-    in the next process: "Function wrapped_exponential not found"), so no broken entry is ever kept."""
+    edit of the suite's code (here: its entries deleted), the program is compiled afresh, not taken from
+    JAX's persistent cache (an executable JAX had deserialized fails in the next process: "Function
+    wrapped_exponential not found"), and stored: the run after it is warm again."""
     import json
     import os
     import shutil
@@ -182,6 +182,5 @@ def test_programs_are_served_to_the_next_process(tmp_path, root):
     assert (first["misses"], first["stored"], second["hits"], second["misses"]) == (1, 1, 1, 0)
     shutil.rmtree(programs)
     edited, again = child(), child()
-    assert (edited["misses"], edited["stored"], again["hits"], again["misses"]) == (1, 0, 0, 1)
-    assert not programs.exists() or not list(programs.glob("*.xla"))
+    assert (edited["misses"], edited["stored"], again["hits"], again["misses"]) == (1, 1, 1, 0)
     assert len({c["hash"] for c in (first, second, edited, again)}) == 1

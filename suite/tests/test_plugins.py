@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from suite import cli, plugins
+from suite.formulas import fold_chunks
 from suite.runner import Plan, run
 from suite.tests.helpers import suite_main
 
@@ -345,6 +346,37 @@ def test_online_chunks_in_every_backend(backend):
         on = b.to_numpy(b.compile(step(b, "online", "log_softmax", pass_))(*args))
         sh = b.to_numpy(b.compile(step(b, "shifted", "log_softmax", pass_))(*args))
         np.testing.assert_allclose(on, sh, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "torch"])
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_online_split_chunks_are_the_sliced_chunks(monkeypatch, backend, dtype):
+    """The eager frameworks cut `online`'s chunks with their split op (one gradient concat instead of one
+    zero-padded gradient per slice): forward and backward outputs are bit for bit those of slicing, except
+    the sign of a zero gradient (adding slicing's +0 padding turned -0 into +0), which no metric sees."""
+    if not installed(backend):
+        pytest.skip(f"{backend} not installed")
+    from suite.runner import loaded, step
+
+    b = loaded(backend)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 2600)) * 8
+    x[1, :1100] = -np.inf  # a masked leading chunk
+    args = (b.put(x, dtype, "cpu"), b.put_targets(np.array([5, 2000]), "cpu"), None,
+            b.put(rng.standard_normal(x.shape), dtype, "cpu"))
+
+    def outputs():
+        return [np.asarray(b.to_numpy(step(b, "online", op, p)(*args[:3], args[3] if op != "cross_entropy" else
+                                                                   b.put(np.ones(2), dtype, "cpu"))))
+                for op in ("softmax", "cross_entropy") for p in ("forward", "backward")]
+
+    split = outputs()
+    monkeypatch.setattr(b.xp, "fold_chunks", fold_chunks)  # plain slicing
+    sliced = outputs()
+    for a, c in zip(split, sliced, strict=True):
+        assert np.isfinite(a).any() and np.array_equal(a, c, equal_nan=True)
+        differ = a.view(np.uint64) != c.view(np.uint64)  # float64 copies of the dtype's values
+        assert (a[differ] == 0).all()
 
 
 def test_plugin_rows_reach_the_report(tmp_path):

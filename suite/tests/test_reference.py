@@ -392,6 +392,25 @@ def test_reference_shared_between_workers_is_the_computed_one(catalog, name, tmp
             assert all(same(getattr(e, f.name), getattr(got, f.name)) for f in fields(e) if f.name in ("value", "unit"))
 
 
+def test_small_reference_is_kept_for_the_run_in_the_process(catalog, tmp_path):
+    """A small case's reference is computed once per process and run: the next framework's task of the same
+    (case, dtype) gets the same object (with the scoring views it cached); another run computes afresh."""
+    from suite.runner import Plan, reference
+
+    case = catalog["seed000_batch"]
+
+    def plan(run: str) -> Plan:
+        (tmp_path / run).mkdir(exist_ok=True)
+        return Plan(["numpy"], ["cpu"], ["float16"], list(OPS), ["fused"], list(PASSES), cases=[case],
+                    cache_dir=str(tmp_path / run))
+
+    first = reference(plan("a"), case, "float16")
+    assert reference(plan("a"), case, "float16") is first
+    assert reference(plan("a"), case, "float32") is not first
+    other = reference(plan("b"), case, "float16")
+    assert other is not first and np.array_equal(other.x, first.x)
+
+
 def test_small_reference_is_computed_not_shared(catalog, tmp_path):
     """Below SHARE_MIN_ELEMENTS computing costs less than writing and mapping the files: nothing is written."""
     from suite.runner import SHARE_MIN_ELEMENTS, Plan, reference
