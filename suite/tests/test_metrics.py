@@ -88,6 +88,35 @@ def test_spacing_float16_past_range():
     assert spacing(np.array([1e6, 65504.0, np.inf]), "float16").tolist() == [32.0, 32.0, 32.0]
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_spacing_is_numpys_at_the_value_cast_to_the_dtype(dtype):
+    """Every value of float16 and bfloat16 (a sample of float32 and float64), their neighbours' midpoints
+    and values under- and overflowing the dtype: numpy's spacing of |x| cast to the dtype, except that a
+    value cast to the largest finite one (or past it) gets the spacing just below it, not inf."""
+    dt = np_dtype(dtype)
+    if dt.itemsize == 2:
+        vals = np.arange(1 << 16, dtype=np.uint16).view(dt).astype(np.float64)
+    else:  # random bit patterns: every binade, subnormals included
+        vals = np.frombuffer(np.random.default_rng(5).bytes(dt.itemsize * 200_000), dtype=dt).astype(np.float64)
+    vals = vals[np.isfinite(vals)]
+    s = np.sort(np.unique(np.abs(vals)))
+    x = np.concatenate([s, (s[:-1] + s[1:]) / 2, s * (1 - 2.0**-30), [1e-320, 1e300, np.inf]])
+    fi = ml_dtypes.finfo(dt)
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = np.spacing(x.astype(dt)).astype(np.float64)
+    last = float(fi.max) - float(np.nextafter(dt.type(fi.max), dt.type(0)))
+    want = np.where(np.isinf(want) | (x >= float(fi.max)), last, want)
+    got = spacing(x, dtype)
+    assert np.array_equal(got, want), x[got != want][:5]
+    assert np.isnan(spacing(np.array([np.nan]), dtype)).all()
+
+
+def test_value_rounding_to_the_largest_float16_has_a_finite_ulp():
+    """65,500 casts to 65,504 in float16, where np.spacing is inf: an infinite unit would pass any error
+    there. Its ULP is 32, as at 65,504."""
+    assert spacing(np.array([65500.0, 65503.0]), "float16").tolist() == [32.0, 32.0]
+
+
 def test_error_at_a_scale_past_the_dtype_range_is_still_graded():
     """A scale beyond float16's range (|x| ~ 6e4 logits give log_softmax scales ~ 1.2e5) is graded
     in ULPs at the largest finite float16 (32): an output 1000 off is 31 ULPs there, > the bound."""
