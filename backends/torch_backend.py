@@ -118,7 +118,7 @@ class Backend(BaseBackend):
         return F.cross_entropy(xc, targets, reduction="mean" if op == "cross_entropy_mean" else "none")
 
     def modes(self, device):
-        return {"eager": None, "compiled": self._no_compiler() if device == "cpu" else None}
+        return {"eager": None, "compiled": self._no_compiler if device == "cpu" else None}
 
     def _no_compiler(self) -> str | None:
         """Inductor writes C++ on the CPU: the compiler it would look for (its config.cpp.cxx: $CXX or g++)."""

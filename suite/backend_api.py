@@ -81,8 +81,9 @@ class BaseBackend:
     def vjp(self, fn: Callable[[Array], Array], z: Array, cotangent: Array) -> Array:
         raise NotImplementedError
 
-    def modes(self, device: str) -> dict[str, str | None]:
-        """mode -> None when it can run on `device` here, else the reason it is skipped."""
+    def modes(self, device: str) -> dict[str, str | None | Callable[[], str | None]]:
+        """mode -> None when it can run on `device` here, else the reason it is skipped; a reason that is
+        costly to find may be a function returning it, called only when that mode is selected."""
         return {"eager": None, "compiled": f"{self.name} has no graph compiler"}
 
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -6,6 +6,7 @@ One failing implementation becomes an `error` (or `unsupported`) row; the run go
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue as queue_mod
 import shutil
@@ -24,6 +25,7 @@ from suite import formulas, plugins
 from suite.backend_api import BaseBackend
 from suite.dtypes import round_to
 from suite.formulas import FORMULAS, analytic_vjp, apply
+from suite.lanes import Lanes
 from suite.metrics import score, tv_distance
 from suite.reference import Reference, compute_reference
 
@@ -142,6 +144,8 @@ def usable_modes(backend: BaseBackend, device: str, modes: list[str] | None, inf
     out = []
     for m in modes or [backend.default_mode]:
         reason = avail.get(m, f"{backend.name} has no mode {m!r}")
+        if callable(reason):  # found only when asked for (torch: importing Inductor's config takes ~1 s)
+            reason = reason()
         if reason is None:
             out.append(m)
         elif f"{backend.name}/{device}/{m}: {reason}" not in info.skipped:
@@ -423,7 +427,7 @@ def _die_with_parent(parent: int) -> None:
 
 def _pool(jobs: int, ctx):
     """Worker processes that die with the parent and, when the parent's loop raises (a failed write,
-    ^C), drop the queued tasks instead of computing them first."""
+    ^C), drop any queued task instead of computing it first."""
     from concurrent.futures import ProcessPoolExecutor
 
     class Pool(ProcessPoolExecutor):
@@ -447,7 +451,8 @@ def _tasks(plan: Plan) -> list[tuple[Plan, str]]:
     wide cases' (`reference`: the first task computes them, the others map its files).
     The last selected backend first: in the default order (numpy, torch, tensorflow, jax) that is the
     longest first (JAX compiles, TensorFlow's eager dispatch is slow), so the workers finish together
-    on short tasks instead of one waiting for the other's long last one."""
+    on short tasks instead of one waiting for the other's long last one. suite/lanes.py picks each
+    worker's next task from this list, keeping each framework's import to as few workers as it can."""
     return [(replace(plan, backends=[b]), d) for b in reversed(plan.backends) for d in plan.dtypes]
 
 
@@ -531,28 +536,32 @@ def _run_tasks(plan: Plan, jobs: int, tick: Callable[[str], None], info: RunInfo
         ctx = mp.get_context("spawn")  # frameworks are not fork-safe once started
         manager = SyncManager(ctx=ctx)
         manager.start(_die_with_parent, (os.getpid(),))
-        with manager, _pool(jobs, ctx) as pool:
+        with manager, contextlib.ExitStack() as stack:
+            workers = [stack.enter_context(_pool(1, ctx)) for _ in range(jobs)]  # one each: suite/lanes.py
             queue = manager.Queue()
             tasks = _tasks(plan)
-            futures = [pool.submit(_worker, p, d, queue) for p, d in tasks]
-            pending = {b: [f for f, (p, _) in zip(futures, tasks, strict=True) if p.backends == [b]]
-                       for b in plan.backends}
+            lanes = Lanes([p.backends[0] for p, _ in tasks], jobs)
+            running: dict[int, tuple[Any, int]] = {}  # worker -> (future, task)
+            results: dict[int, tuple[list[dict], RunInfo]] = {}
+            pending = {b: [i for i, (p, _) in enumerate(tasks) if p.backends == [b]] for b in plan.backends}
             while pending:
+                for w, worker in enumerate(workers):
+                    if w not in running and (i := lanes.take(w)) is not None:
+                        running[w] = (worker.submit(_worker, *tasks[i], queue), i)
                 try:
-                    tick(queue.get(timeout=0.5))
+                    tick(queue.get(timeout=0.05))  # short: an idle worker waits for this loop to hand it a task
                 except queue_mod.Empty:
                     pass
-                for f in futures:  # a worker that died must stop the run, not hang it
-                    if f.done() and f.exception() is not None:
-                        for other in futures:
-                            other.cancel()
-                        raise f.exception()
-                for backend, fs in list(pending.items()):
-                    if all(f.done() for f in fs):
-                        parts = [f.result() for f in fs]
-                        for _, part in parts:
-                            _merge(info, part)
-                        finished(backend, [r for rows, _ in parts for r in rows])
+                for w, (future, i) in list(running.items()):
+                    if future.done():  # a worker that died stops the run (the pools cancel the rest)
+                        results[i] = future.result()
+                        lanes.done(i)
+                        del running[w]
+                for backend, ids in list(pending.items()):
+                    if all(i in results for i in ids):
+                        for i in ids:
+                            _merge(info, results[i][1])
+                        finished(backend, [r for i in ids for r in results[i][0]])
                         del pending[backend]
             while not queue.empty():
                 tick(queue.get())

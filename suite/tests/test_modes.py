@@ -136,6 +136,23 @@ def test_missing_cxx_compiler_skips_torch_compiled_with_the_reason(monkeypatch):
     assert "no C++ compiler for Inductor" in skip and "g++" in skip
 
 
+def test_a_costly_mode_reason_is_found_only_when_that_mode_is_selected():
+    """torch's reason for skipping `compiled` (no C++ compiler) imports Inductor's config, ~1 s in every
+    worker: a backend may give it as a function, called only when `compiled` is asked for."""
+    calls = []
+
+    class Fake:
+        name, default_mode = "fake", "eager"
+
+        def modes(self, device):
+            return {"eager": None, "compiled": lambda: calls.append(device) or "no compiler here"}
+
+    info = RunInfo()
+    assert runner.usable_modes(Fake(), "cpu", None, info) == ["eager"] and calls == [] and not info.skipped
+    assert runner.usable_modes(Fake(), "cpu", ["eager", "compiled"], info) == ["eager"] and calls == ["cpu"]
+    assert info.skipped == ["fake/cpu/compiled: no compiler here"]
+
+
 def test_default_modes_are_each_frameworks_own():
     info = RunInfo()
     np_backend = runner.loaded("numpy")
