@@ -58,6 +58,14 @@ class JaxPrimitives:
         return self.jnp.arange(x.shape[-1]) == self.jnp.argmax(x, axis=-1)[..., None]
 
 
+def _xla_started() -> bool:
+    """Whether JAX has made its XLA client, which reads XLA_FLAGS once. Importing jax does not make it,
+    and TensorFlow imports jax: a worker that ran TensorFlow first must still get the same flags (the
+    same programs, and the same kept ones) as one that runs JAX first."""
+    bridge = sys.modules.get("jax._src.xla_bridge")
+    return bool(getattr(bridge, "_backends", None))
+
+
 class Backend(BaseBackend):
     name = NAME
     # eager JAX compiles every primitive per shape (~0.2 s a VJP); jax.jit of each function alone
@@ -73,9 +81,10 @@ class Backend(BaseBackend):
     }
 
     def __init__(self, threads: int | None = None) -> None:
-        if threads == 1 and "jax" not in sys.modules:  # XLA reads its flags once, at start-up
-            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
-                                       " intra_op_parallelism_threads=1").strip()
+        one_thread = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        flags = os.environ.get("XLA_FLAGS", "")
+        if threads == 1 and not _xla_started() and one_thread not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} {one_thread}".strip()
         import jax
 
         jax.config.update("jax_enable_x64", True)

@@ -184,3 +184,22 @@ def test_programs_are_served_to_the_next_process(tmp_path, root):
     edited, again = child(), child()
     assert (edited["misses"], edited["stored"], again["hits"], again["misses"]) == (1, 1, 1, 0)
     assert len({c["hash"] for c in (first, second, edited, again)}) == 1
+
+
+def test_one_thread_flags_hold_after_another_framework_imported_jax(root):
+    """TensorFlow imports jax (tf.lite), without starting JAX's XLA client: a worker that ran TensorFlow
+    first must still run JAX with one thread (XLA reads XLA_FLAGS when the client starts), or its rows,
+    and the kept programs' keys, would differ from those of a worker that ran JAX first."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, sys, jax\n"  # jax imported, its client not started: as after `import tensorflow`
+            "from backends.jax_backend import Backend\n"
+            "Backend(threads=1); Backend(threads=1)\n"
+            "print(os.environ.get('XLA_FLAGS', ''))\n")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    p = subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": str(root)}, cwd=root,
+                       capture_output=True, text=True, check=False, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip() == "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
