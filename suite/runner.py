@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -538,6 +539,10 @@ def _run_tasks(plan: Plan, jobs: int, tick: Callable[[str], None], info: RunInfo
         manager.start(_die_with_parent, (os.getpid(),))
         with manager, contextlib.ExitStack() as stack:
             workers = [stack.enter_context(_pool(1, ctx)) for _ in range(jobs)]  # one each: suite/lanes.py
+            # a backend's partition is written while this loop goes on handing out tasks (a write took
+            # ~1 s, which an idle worker waited out); in order, one at a time, a failed one stops the run
+            writer = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="suite-store"))
+            writes: list[Any] = []
             queue = manager.Queue()
             tasks = _tasks(plan)
             lanes = Lanes([p.backends[0] for p, _ in tasks], jobs)
@@ -561,8 +566,13 @@ def _run_tasks(plan: Plan, jobs: int, tick: Callable[[str], None], info: RunInfo
                     if all(i in results for i in ids):
                         for i in ids:
                             _merge(info, results[i][1])
-                        finished(backend, [r for i in ids for r in results[i][0]])
+                        writes.append(writer.submit(finished, backend, [r for i in ids for r in results[i][0]]))
                         del pending[backend]
+                for write in writes:
+                    if write.done():
+                        write.result()
+            for write in writes:
+                write.result()
             while not queue.empty():
                 tick(queue.get())
 
