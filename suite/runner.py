@@ -426,20 +426,20 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
-def _pool(jobs: int, ctx):
-    """Worker processes that die with the parent and, when the parent's loop raises (a failed write,
-    ^C), drop any queued task instead of computing it first."""
+def _pool(ctx):
+    """One worker process (the runner hands each its tasks one at a time: suite/lanes.py) that dies with
+    the parent; when the run ends cleanly it is killed instead of waited for."""
     from concurrent.futures import ProcessPoolExecutor
 
     class Pool(ProcessPoolExecutor):
         def __exit__(self, exc_type, exc, tb):
-            if exc_type is None:  # every result is in hand: don't wait for the workers' own teardown (~2 s)
+            if exc_type is None:  # every result is in hand: don't wait for the worker's own teardown (~2 s)
                 for process in list(self._processes.values()):
                     process.kill()
-            self.shutdown(wait=True, cancel_futures=exc_type is not None)
+            self.shutdown(wait=True)
             return False
 
-    return Pool(jobs, mp_context=ctx, initializer=_die_with_parent, initargs=(os.getpid(),))
+    return Pool(1, mp_context=ctx, initializer=_die_with_parent, initargs=(os.getpid(),))
 
 
 def _worker(plan: Plan, dtype: str, queue) -> tuple[list[dict], RunInfo]:
@@ -538,7 +538,7 @@ def _run_tasks(plan: Plan, jobs: int, tick: Callable[[str], None], info: RunInfo
         manager = SyncManager(ctx=ctx)
         manager.start(_die_with_parent, (os.getpid(),))
         with manager, contextlib.ExitStack() as stack:
-            workers = [stack.enter_context(_pool(1, ctx)) for _ in range(jobs)]  # one each: suite/lanes.py
+            workers = [stack.enter_context(_pool(ctx)) for _ in range(jobs)]
             # a backend's partition is written while this loop goes on handing out tasks (a write took
             # ~1 s, which an idle worker waited out); in order, one at a time, a failed one stops the run
             writer = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="suite-store"))
@@ -558,7 +558,7 @@ def _run_tasks(plan: Plan, jobs: int, tick: Callable[[str], None], info: RunInfo
                 except queue_mod.Empty:
                     pass
                 for w, (future, i) in list(running.items()):
-                    if future.done():  # a worker that died stops the run (the pools cancel the rest)
+                    if future.done():  # a failed task or dead worker stops the run: no task is handed out after
                         results[i] = future.result()
                         lanes.done(i)
                         del running[w]
