@@ -1,11 +1,13 @@
 """nox sessions: one per framework and version, each in its own virtual environment holding only that
-framework and the suite's core; plus `tests` (what .ci/run runs), `lint`, `compare` and `report`.
+framework and the suite's core; plus `tests` (what .ci/run runs), `lint`, `compare`, `report` and `latest`
+(the newest releases of everything, graded against the locked run).
 
     nox -s "jax(version='0.10.2')"                  one framework at one version
     SUITE_JAX_VERSIONS=0.9.2,0.10.2 nox -s jax       a list (also SUITE_TENSORFLOW_/TORCH_/NUMPY_VERSIONS)
     nox -s "jax(version='0.9.2')" -- --cases seed    posargs go to `python -m suite run`
     SUITE_SHARD=2/4 SUITE_RUN_ID=ci-123 nox -s jax   one slice of a sharded run (same id on every slice)
     SUITE_SIZES=64x131072 SUITE_MIN_TIME=0.5 ...     the timing sweep (SUITE_SIZES=none: no timing)
+    nox -s latest                                    newest releases, no lock: run, then compare with the lock's run
     nox -s ab -- --a PY_A --b PY_B --backends jax    the replicated, interleaved timing protocol (README: Comparing)
 
 Each framework session runs the accuracy matrix and the timing sweep and writes both into the store
@@ -24,6 +26,10 @@ import nox
 nox.options.sessions = ["tests", "lint"]
 nox.options.reuse_existing_virtualenvs = True
 
+# The tested set: every package pinned, made by pip-compile (the command is in the file).
+LOCK = "constraints/lock-cpu.txt"
+# The published run made in the locked environment, which `nox -s latest` compares against.
+LOCKED_RUN = "20261124-cpu-latest"
 # Versions the runs in results/ were made with; torch stays on the local CPU build (any other
 # version pulls several GB of CUDA packages).
 DEFAULT_VERSIONS = {"numpy": "2.4.6", "torch": "2.13.0", "tensorflow": "2.20.0,2.21.0", "jax": "0.9.2,0.10.2"}
@@ -71,8 +77,8 @@ jax = _framework_session("jax")
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """What .ci/run runs: the README's test command."""
-    session.install("-e", ".[all,test]", "-c", "constraints/cpu.txt")
+    """What .ci/run runs: the README's test command (the locked set)."""
+    session.install("-e", ".[all,test]", "-c", LOCK)
     session.run("python", "-m", "pytest", "-q", *session.posargs)
 
 
@@ -108,3 +114,24 @@ def report(session: nox.Session) -> None:
     """The published report (results/report/) from the published store; posargs replace that choice:
     nox -s report -- --store results/local."""
     _suite(session, "report", "--store", "results", "--out", "results/report")
+
+
+@nox.session
+def latest(session: nox.Session) -> None:
+    """The newest release of every package, without the lock: what a fresh `pip install -e ".[all]"` gets.
+    torch stays this machine's local CPU build (torch==2.13.0): any other torch pulls several GB of CUDA
+    packages from PyPI. Runs the whole accuracy matrix into the store (SUITE_STORE, default the published
+    results/, which holds the locked run) as run SUITE_RUN_ID (default latest-<date>), then compares it with
+    the locked run (SUITE_LOCKED_RUN, default the published 20261124-cpu-latest) into results/comparisons/
+    (SUITE_COMPARISONS). posargs go to `python -m suite run`. Exit 0 even when rows moved: the comparison
+    is the product; read it."""
+    session.install("--upgrade", "--upgrade-strategy", "eager", "-e", ".[all]", "torch==2.13.0")
+    session.run("python", "-m", "pip", "list", "--format=freeze")
+    store = os.environ.get("SUITE_STORE", "results")
+    run_id = os.environ.get("SUITE_RUN_ID") or f"latest-{dt.datetime.now(dt.timezone.utc):%Y%m%d}"
+    base = os.environ.get("SUITE_LOCKED_RUN", LOCKED_RUN)
+    out = os.path.join(os.environ.get("SUITE_COMPARISONS", "results/comparisons"), f"{base}_vs_{run_id}.md")
+    session.run("python", "-m", "suite", "run", "--store", store, "--run-id", run_id, "--no-progress",
+                *session.posargs)
+    session.run("python", "-m", "suite", "compare", base, run_id, "--store", store, "--out", out,
+                success_codes=[0, 1, 3])  # 1: rows got worse (the finding), 3: skipped files listed

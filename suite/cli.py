@@ -64,8 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     _store_option(imp)
     imp.add_argument("--run-id", default=None, help="id of this run in the store (default: time + random)")
     cmp = sub.add_parser("compare", help="regressions and improvements between two runs or versions")
-    cmp.add_argument("base", metavar="BASE", help="run id (or prefix), or backend==version, e.g. jax==0.9.2")
-    cmp.add_argument("new", metavar="NEW", help="run id (or prefix), or backend==version, e.g. jax==0.10.2")
+    cmp.add_argument("base", metavar="BASE", help="run id (or prefix), backend==version (e.g. jax==0.9.2), "
+                     "or package==version: the runs whose env.json records it (e.g. ml_dtypes==0.6.0)")
+    cmp.add_argument("new", metavar="NEW", help="run id (or prefix), backend==version (e.g. jax==0.10.2), "
+                     "or package==version: the runs whose env.json records it (e.g. ml_dtypes==0.7.0)")
     _store_option(cmp)
     cmp.add_argument("--out", default=None, metavar="FILE.md",
                      help="Markdown report (default: <store>/comparisons/<BASE>_vs_<NEW>.md)")
@@ -378,7 +380,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for p in problems:
         print(f"warning: skipped {p}", file=sys.stderr)
     try:
-        base, new = resolve(tables, args.base), resolve(tables, args.new)
+        runs = store.runs()  # each run's env.json: package selectors (ml_dtypes==0.6.0), package versions
+        base, new = resolve(tables, args.base, runs), resolve(tables, args.new, runs)
     except UsageError as exc:
         raise UsageError(f"{exc}{f' ({len(problems)} skipped file(s) or run(s) listed above)' if problems else ''}"
                          ) from None

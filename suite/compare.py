@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from suite.modes import fill_mode
+from suite.results import ROW_PACKAGES, recorded_packages
 from suite.selection import UsageError
 from suite.store import atomic_write
 
@@ -62,6 +63,15 @@ class Side:
     accuracy: pd.DataFrame
     timing: pd.DataFrame  # pooled: one row per configuration, with every run's median and min (run_medians, run_mins)
     raw_timing: pd.DataFrame = field(default_factory=pd.DataFrame)  # every run's rows
+    # run id -> the package versions its env.json records (None: not recorded, an env.json from before they
+    # were), and what it says of them at all (older ones: numpy, pandas, the frameworks); empty: not read
+    packages: dict[str, dict | None] = field(default_factory=dict)
+    known: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def run_ids(self) -> list[str]:
+        ids = [*self.accuracy.get("run_id", []), *self.timing.get("run_id", [])]
+        return sorted({r for x in ids for r in str(x).split(",")})
 
     @property
     def backends(self) -> list[str]:
@@ -104,15 +114,64 @@ def pool_timings(df: pd.DataFrame) -> pd.DataFrame:
     return last.reset_index()
 
 
-def resolve(tables: dict[str, pd.DataFrame], selector: str) -> Side:
-    """`backend==version`, `<protocol id>:<arm>` (one side of `suite ab`), or run ids (unique prefixes are
-    enough), comma-separated -> that side's rows."""
+def run_packages(runs: dict[str, dict], run_id: str) -> dict[str, str] | None:
+    """The package versions the env.json of `run_id` records (any of its tables), None if none does."""
+    for env in runs.get(str(run_id), {}).values():
+        rec = recorded_packages(env)
+        if rec is not None:
+            return rec
+    return None
+
+
+def known_packages(runs: dict[str, dict], run_id: str) -> dict[str, str]:
+    """What a run's env.json says of package versions: all of them where recorded, else what older env.json
+    files hold (numpy, pandas and the frameworks' versions)."""
+    out: dict[str, str] = {}
+    for env in runs.get(str(run_id), {}).values():
+        if not isinstance(env, dict):
+            continue
+        for name in ("numpy", "pandas"):
+            if isinstance(env.get(name), str):
+                out.setdefault(name, env[name])
+        for name, version in (env.get("frameworks") or {}).items():
+            for dist in (["tensorflow", "tensorflow-cpu"] if name == "tensorflow" else [name]):
+                out.setdefault(dist, str(version))
+    return {**out, **(run_packages(runs, run_id) or {})}
+
+
+def _version_matches(recorded: str, wanted: str) -> bool:
+    """PEP 440 `==`: `torch==2.13.0` matches the local build 2.13.0+cpu; other strings compare as text."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    try:
+        return SpecifierSet(f"=={wanted}").contains(recorded, prereleases=True)
+    except (InvalidSpecifier, ValueError):
+        return recorded == wanted
+
+
+def package_runs(runs: dict[str, dict], ids, name: str, version: str) -> list[str]:
+    """The run ids among `ids` whose env.json records package `name` at `version`."""
+    from packaging.utils import canonicalize_name
+
+    key = canonicalize_name(name)
+    return [i for i in ids if (v := known_packages(runs, i).get(key)) is not None and _version_matches(v, version)]
+
+
+def resolve(tables: dict[str, pd.DataFrame], selector: str, runs: dict[str, dict] | None = None) -> Side:
+    """`backend==version`, `package==version` (every run whose env.json records that version of the package,
+    e.g. ml_dtypes==0.6.0; needs `runs`, the store's Store.runs()), `<protocol id>:<arm>` (one side of `suite
+    ab`), or run ids (unique prefixes are enough), comma-separated -> that side's rows. A framework's name
+    selects that framework's rows at that version; any other package's name selects whole runs."""
     acc, tim = tables["accuracy"], tables["timing"]
     ids = sorted({*acc.get("run_id", []), *tim.get("run_id", [])})
-    m = re.fullmatch(r"\s*([A-Za-z0-9_]+)\s*==\s*(\S+)\s*", selector)
+    m = re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9_.-]*)\s*==\s*(\S+)\s*", selector)
     arm = re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*):([A-Za-z0-9]+)\s*", selector)
-    if m:
+    backends = {*acc.get("backend", []), *tim.get("backend", [])}
+    if m and m[1] in backends:
         pick = {t: df[(df.backend == m[1]) & (df.backend_version.astype(str) == m[2])] for t, df in tables.items()}
+    elif m:  # any other package: the runs whose env.json records that version
+        hits = package_runs(runs or {}, ids, m[1], m[2])
+        pick = {t: df[df.run_id.isin(hits)] for t, df in tables.items()}
     elif arm:  # one side of a `python -m suite ab` protocol: every run <protocol>-<arm>-<k>
         pick = {t: df[df.run_id.astype(str).str.startswith(f"{arm[1]}-{arm[2]}-")] for t, df in tables.items()}
     else:  # run ids or unique prefixes, comma-separated (several runs of one version pool their timings)
@@ -126,13 +185,63 @@ def resolve(tables: dict[str, pd.DataFrame], selector: str) -> Side:
     if all(df.empty for df in pick.values()):
         versions = sorted({f"{b}=={v}" for df in tables.values() for b, v in
                            zip(df.get("backend", []), df.get("backend_version", []), strict=True)})
+        packages = "; or a package version the runs' env.json record, e.g. ml_dtypes==0.6.0" if runs is not None \
+            else ""
         raise UsageError(f"{selector!r} matches nothing in the store; valid selectors: "
-                         f"{', '.join(versions) or '(store is empty)'}; or a run id: {', '.join(ids[-10:])}")
-    return side(selector, pick["accuracy"], pick["timing"])
+                         f"{', '.join(versions) or '(store is empty)'}; or a run id: {', '.join(ids[-10:])}"
+                         f"{packages}")
+    return side(selector, pick["accuracy"], pick["timing"], runs)
 
 
-def side(selector: str, accuracy: pd.DataFrame, timing: pd.DataFrame) -> Side:
-    return Side(selector, latest(accuracy, ACC_KEY), pool_timings(timing), timing)
+def side(selector: str, accuracy: pd.DataFrame, timing: pd.DataFrame, runs: dict[str, dict] | None = None) -> Side:
+    out = Side(selector, latest(accuracy, ACC_KEY), pool_timings(timing), timing)
+    if runs is not None:
+        out.packages = {r: run_packages(runs, r) for r in out.run_ids}
+        out.known = {r: known_packages(runs, r) for r in out.run_ids}
+    return out
+
+
+def _versions_of(side: Side, name: str) -> str:
+    vals = sorted({k[name] for k in side.known.values() if name in k})
+    missing = [r for r, k in side.known.items() if name not in k]
+    return ", ".join(vals + (["not recorded"] if missing else [])) or "not recorded"
+
+
+def package_diff(base: Side, new: Side) -> pd.DataFrame:
+    """package | base | new: every package whose recorded version differs between the sides' runs (several
+    versions on one side are listed together), and the row-changing packages (ROW_PACKAGES) that one side's
+    runs do not record ("not recorded") while the other's do."""
+    from packaging.utils import canonicalize_name
+
+    cols = ["package", "base", "new"]
+    if not base.known and not new.known:
+        return pd.DataFrame(columns=cols)
+    names = sorted({n for side in (base, new) for k in side.known.values() for n in k})
+    row_changing = {canonicalize_name(n) for n in ROW_PACKAGES}
+    rows = []
+    for name in names:
+        b, n = _versions_of(base, name), _versions_of(new, name)
+        if b == n:
+            continue
+        bv, nv = ({v for v in x.split(", ") if v != "not recorded"} for x in (b, n))
+        if name not in row_changing and (not bv or not nv or bv == nv):
+            continue  # a package that cannot change a row, differing only by "not recorded": noise
+        rows.append({"package": name, "base": b, "new": n})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def packages_markdown(base: Side, new: Side) -> str:
+    if not base.known and not new.known:
+        return "not recorded (the runs' env.json were not read)\n"
+    diff = package_diff(base, new)
+    lines = []
+    for label, side in (("base", base), ("new", new)):
+        old = sorted(r for r, p in side.packages.items() if p is None)
+        if old:
+            lines.append(f"- {label}: run(s) {', '.join(old)} record no package versions (env.json written before "
+                         "they were): only numpy, pandas and the frameworks are known, the rest is `not recorded`")
+    table = diff.to_markdown(index=False) if len(diff) else "none: every recorded package version is the same"
+    return ("\n".join(lines) + "\n\n" if lines else "") + table + "\n"
 
 
 @dataclass
@@ -144,6 +253,7 @@ class Result:
     base: str = ""
     new: str = ""
     stability: pd.DataFrame = field(default_factory=pd.DataFrame)  # per timing run of either side
+    packages: str = ""  # Markdown: the package versions that differ between the sides' runs
 
     @property
     def regressions(self) -> int:
@@ -304,7 +414,8 @@ def unstable_warning(stability: pd.DataFrame, limit: float) -> str:
 
 
 def compare(base: Side, new: Side, th: Thresholds) -> Result:
-    result = Result(pd.DataFrame(), pd.DataFrame(), base=base.describe(), new=new.describe())
+    result = Result(pd.DataFrame(), pd.DataFrame(), base=base.describe(), new=new.describe(),
+                    packages=packages_markdown(base, new))
     acc = _join(base.accuracy, new.accuracy, _key(base, new, ACC_KEY), "accuracy", result)
     if not acc.empty:
         err = "ulp_err_scaled"
@@ -432,6 +543,7 @@ def render_markdown(result: Result, base: str, new: str, th: Thresholds) -> str:
         f"noise to tell (noise: pooled spread of the log run times)\n{_replication(result, th)}",
         *([f"```\n{warning}\n```\n"] if warning else []),
         "## Summary\n", summary_table(result).to_markdown(index=False) + "\n",
+        "## Package versions that differ\n", result.packages or "not recorded (the runs' env.json were not read)\n",
         "## Accuracy changes by op, implementation, pass and dtype\n",
         (groups.to_markdown(index=False) + "\n") if len(groups) else "none\n",
         "## Accuracy regressions\n", _listing(result.accuracy, acc_cols, "regression"),

@@ -18,7 +18,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from suite.compare import ACC_KEY, SPEED_KEY, Thresholds, compare, latest, min_runs, side, summary_table
+from suite.compare import (
+    ACC_KEY,
+    SPEED_KEY,
+    Thresholds,
+    compare,
+    known_packages,
+    latest,
+    min_runs,
+    run_packages,
+    side,
+    summary_table,
+)
 from suite.modes import native_mode
 from suite.ops import IMPLS, OPS, PASSES, STABLE_IMPLS
 from suite.selection import UsageError
@@ -51,6 +62,7 @@ class Data:
     timing: pd.DataFrame
     problems: list[str] = field(default_factory=list)
     raw: dict[str, pd.DataFrame] = field(default_factory=dict)  # every run (the version table pools timings)
+    envs: dict[str, dict] = field(default_factory=dict)  # run id -> {table: env.json} (Store.runs())
 
     def newest(self, df: pd.DataFrame) -> pd.DataFrame:
         """Rows of the newest version of each backend on each device."""
@@ -77,7 +89,7 @@ def load(store: Store, runs: list[str] | None) -> Data:
         skipped = f" ({len(problems)} file(s) or run(s) skipped: {problems[0]}...)" if problems else ""
         raise UsageError(f"no results in {where}{skipped}; write some with `python -m suite run` / "
                          "`python -m suite bench` (or `nox -s numpy`)")
-    return Data(newest_run["accuracy"], newest_run["timing"], problems, raw)
+    return Data(newest_run["accuracy"], newest_run["timing"], problems, raw, store.runs())
 
 
 # --- 1. stability matrix ---------------------------------------------------------------------------
@@ -290,6 +302,95 @@ def versions(data: Data, th: Thresholds = DEFAULT_THRESHOLDS) -> pd.DataFrame:
                          "speed inconclusive": s.loc["speed", "inconclusive"],
                          "run-to-run noise": "" if np.isnan(noise) else f"{noise:.1%}",
                          "compare": f"python -m suite compare {backend}=={old} {backend}=={new}"})
+    pairs = package_pairs(data, th) if data.envs else pd.DataFrame()
+    return pd.concat([pd.DataFrame(rows), pairs], ignore_index=True) if len(pairs) else pd.DataFrame(rows)
+
+
+MAX_RUNS_LISTED = 6
+
+
+def _run_ids(data: Data) -> list[str]:
+    raw = data.raw or {"accuracy": data.accuracy, "timing": data.timing}
+    return sorted({str(r) for df in raw.values() for r in df.get("run_id", [])})
+
+
+def _differing_packages(data: Data) -> dict[str, dict[str, str | None]]:
+    """package -> {run id: its version, None where not recorded}, for the packages whose recorded versions
+    differ among the report's runs, and the row-changing ones some runs do not record."""
+    from packaging.utils import canonicalize_name
+
+    from suite.results import ROW_PACKAGES
+
+    ids = _run_ids(data)
+    known = {r: known_packages(data.envs, r) for r in ids}
+    row_changing = {canonicalize_name(n) for n in ROW_PACKAGES}
+    out = {}
+    for name in sorted({n for k in known.values() for n in k}):
+        per_run = {r: known[r].get(name) for r in ids}
+        versions = {v for v in per_run.values() if v is not None}
+        if len(versions) > 1 or (name in row_changing and versions and None in per_run.values()):
+            out[name] = per_run
+    return out
+
+
+def package_table(data: Data) -> pd.DataFrame:
+    """package | version | runs: the package versions that differ among the report's runs (env.json's
+    `packages`; an older env.json knows only numpy, pandas and the frameworks: the rest is `not recorded`)."""
+    rows = []
+    ids = _run_ids(data)
+
+    def listed(runs: list[str]) -> str:
+        more = f" and {len(runs) - MAX_RUNS_LISTED} more" if len(runs) > MAX_RUNS_LISTED else ""
+        return f"{len(runs)}: {', '.join(runs[:MAX_RUNS_LISTED])}{more}"
+
+    for name, per_run in _differing_packages(data).items():
+        by_version: dict[str | None, list[str]] = {}
+        for r, v in per_run.items():
+            by_version.setdefault(v, []).append(r)
+        for v in sorted((v for v in by_version if v is not None), key=_version_key):
+            rows.append({"package": name, "version": v, "runs": listed(by_version[v])})
+        if None in by_version:
+            rows.append({"package": name, "version": "not recorded", "runs": listed(by_version[None])})
+    if not rows and ids:
+        old = [r for r in ids if run_packages(data.envs, r) is None]
+        rows.append({"package": "(every package)", "version": "not recorded" if old else "the same in every run",
+                     "runs": listed(old or ids)})
+    return pd.DataFrame(rows, columns=["package", "version", "runs"])
+
+
+def package_pairs(data: Data, th: Thresholds = DEFAULT_THRESHOLDS) -> pd.DataFrame:
+    """Consecutive recorded versions of each package that differs among runs (frameworks aside: they have
+    their own rows), judged as `python -m suite compare PKG==OLD PKG==NEW` judges, on the frameworks and
+    devices both sides ran."""
+    raw = data.raw or {"accuracy": data.accuracy, "timing": data.timing}
+    backends = {b for df in raw.values() for b in df.get("backend", [])}
+    rows = []
+    for name, per_run in _differing_packages(data).items():
+        if name in backends or name.removesuffix("-cpu") in backends:
+            continue
+        vers = sorted({v for v in per_run.values() if v is not None}, key=_version_key)
+        for old, new in zip(vers, vers[1:], strict=False):
+            runs = {v: [r for r, x in per_run.items() if x == v] for v in (old, new)}
+            sel = {v: {t: df[df.run_id.astype(str).isin(runs[v])] for t, df in raw.items()} for v in (old, new)}
+            for device in sorted({d for v in sel.values() for df in v.values() for d in df.get("device", [])}):
+                common = sorted(set.intersection(*[
+                    {b for df in sel[v].values() for b in df[df.device == device].get("backend", [])}
+                    for v in (old, new)]))
+                if not common:
+                    continue
+                sides = [side(f"{name}=={v}", *[df[(df.device == device) & df.backend.isin(common)]
+                                                 for df in (sel[v]["accuracy"], sel[v]["timing"])]) for v in (old, new)]
+                s = summary_table(compare(*sides, th)).set_index("table")
+                rows.append({"backend": ", ".join(common), "device": device, "base": f"{name} {old}",
+                             "new": f"{name} {new}", "accuracy compared": s.loc["accuracy", "compared"],
+                             "accuracy regressions": s.loc["accuracy", "regressions"],
+                             "accuracy improvements": s.loc["accuracy", "improvements"],
+                             "speed compared": s.loc["speed", "compared"], "timing runs": "",
+                             "speed regressions": s.loc["speed", "regressions"],
+                             "speed improvements": s.loc["speed", "improvements"],
+                             "speed no change": s.loc["speed", "no change"],
+                             "speed inconclusive": s.loc["speed", "inconclusive"], "run-to-run noise": "",
+                             "compare": f"python -m suite compare {name}=={old} {name}=={new}"})
     return pd.DataFrame(rows)
 
 
@@ -463,8 +564,12 @@ def build(data: Data, out: Path) -> list[Section]:
         f"ratio above 1 and the ratio above {1 + DEFAULT_THRESHOLDS.min_effect:g}; no change means the interval "
         "lies within ±10%; anything else is inconclusive: too few runs (fewer than "
         f"{min_runs(DEFAULT_THRESHOLDS.alpha)} per version) or run-to-run noise too large to tell. The noise "
-        "column is the median over configurations of the run-to-run spread of those per-run times.",
-        {"": (ver, False)}))
+        "column is the median over configurations of the run-to-run spread of those per-run times. Rows whose "
+        "base and new name another package (e.g. ml-dtypes 0.6.0 -> 0.7.0) pair the runs whose env.json records "
+        "each version (`python -m suite compare ml_dtypes==0.6.0 ml_dtypes==0.7.0`), on the frameworks both ran. "
+        "Below: the package versions that differ among the runs (every package of the lock is recorded in "
+        "env.json; an older env.json knows only numpy, pandas and the frameworks, the rest is `not recorded`).",
+        {"": (ver, False), "package versions that differ among runs": (package_table(data), False)}))
     images = []
     if len(acc) and plot_error_vs_magnitude(acc, out / "error_vs_magnitude.png"):
         images.append(("Where each implementation breaks down", "error_vs_magnitude.png",

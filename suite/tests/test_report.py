@@ -185,3 +185,12 @@ def test_corrupt_file_is_reported_and_the_rest_is_used(report, tmp_path):
     md = (tmp_path / "o" / "report.md").read_text()
     assert "✔" in md
     assert "## Skipped" in md and f"{bad}: unreadable" in md and "1 file(s) or run(s) skipped" in md
+
+
+def test_versions_section_lists_the_package_versions_among_runs(report):
+    """env.json's packages: the fixture's new run records them, its relabelled old run has no env.json at
+    all (`not recorded`)."""
+    md = (report / "report.md").read_text()
+    section = md.split("## Versions\n", 1)[1].split("\n## ", 1)[0]
+    assert "### package versions that differ among runs" in section
+    assert "ml-dtypes" in section and "not recorded" in section and "20260101T000000Z-old" in section
