@@ -121,6 +121,22 @@ class Backend(BaseBackend):
     def put_targets(self, a, device):
         return self.jax.device_put(np.asarray(a, dtype=np.int64), self._device(device))
 
+    def copy(self, a):
+        return self.jnp.array(a, copy=True)  # a buffer of its own: a plug-in may donate what it gets
+
+    _SETTINGS = ("jax_enable_x64", "jax_default_matmul_precision", "jax_numpy_dtype_promotion",
+                 "jax_numpy_rank_promotion", "jax_debug_nans", "jax_disable_jit")
+
+    def settings(self):
+        return {**super().settings(), **{f"jax.{k}": getattr(self.jax.config, k) for k in self._SETTINGS}}
+
+    def restore(self, settings):
+        super().restore(settings)
+        for k in self._SETTINGS:
+            if getattr(self.jax.config, k) != settings[f"jax.{k}"]:
+                value = settings[f"jax.{k}"]
+                self.jax.config.update(k, getattr(value, "value", value))  # an enum's string
+
     def is_array(self, x):
         return isinstance(x, self.jax.Array)  # tracers too: plug-ins run under jax.jit
 

@@ -101,6 +101,22 @@ class Backend(BaseBackend):
         with self.tf.device(self._dev(device)):
             return self.tf.constant(np.asarray(a, dtype=np.int64))
 
+    def copy(self, a):
+        with self.tf.device(a.device):
+            return self.tf.raw_ops.DeepCopy(x=a)  # tf.identity may hand back the same buffer
+
+    def settings(self):
+        tf = self.tf
+        return {**super().settings(),
+                "tf.tensor_float_32_execution": tf.config.experimental.is_tensor_float_32_execution_enabled(),
+                "tf.functions_run_eagerly": tf.config.functions_run_eagerly()}
+
+    def restore(self, settings):
+        super().restore(settings)
+        tf = self.tf
+        tf.config.experimental.enable_tensor_float_32_execution(settings["tf.tensor_float_32_execution"])
+        tf.config.run_functions_eagerly(settings["tf.functions_run_eagerly"])
+
     def is_array(self, x):
         return self.tf.is_tensor(x)
 

@@ -94,6 +94,42 @@ class Backend(BaseBackend):
     def put_targets(self, a, device):
         return self.torch.as_tensor(np.asarray(a, dtype=np.int64), device=self._dev(device))
 
+    def copy(self, a):
+        return a.detach().clone()
+
+    def same(self, a, b):
+        torch = self.torch
+        if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
+            return False
+        ints = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+        if a.is_floating_point():  # bit for bit: NaN == NaN, -0 != +0
+            a, b = a.contiguous().view(ints[a.element_size()]), b.contiguous().view(ints[b.element_size()])
+        return bool(torch.equal(a, b))
+
+    def settings(self):
+        torch = self.torch
+        tiny = torch.tensor(5e-324, dtype=torch.float64)  # subnormal: zero when denormals are flushed
+        return {**super().settings(), "torch.default_dtype": torch.get_default_dtype(),
+                "torch.set_flush_denormal": bool((tiny * 1.0).item() == 0.0),
+                "torch.num_threads": torch.get_num_threads(),
+                "torch.deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+                "torch.float32_matmul_precision": torch.get_float32_matmul_precision(),
+                "torch.grad_enabled": torch.is_grad_enabled()}
+
+    def restore(self, settings):
+        super().restore(settings)
+        torch = self.torch
+        torch.set_default_dtype(settings["torch.default_dtype"])
+        torch.set_flush_denormal(settings["torch.set_flush_denormal"])
+        torch.set_num_threads(settings["torch.num_threads"])
+        torch.use_deterministic_algorithms(settings["torch.deterministic_algorithms"])
+        torch.set_float32_matmul_precision(settings["torch.float32_matmul_precision"])
+        torch.set_grad_enabled(settings["torch.grad_enabled"])
+
+    def release(self, device):
+        if device == "gpu":
+            self.torch.cuda.empty_cache()
+
     def is_array(self, x):
         return isinstance(x, self.torch.Tensor)
 

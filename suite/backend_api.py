@@ -135,6 +135,36 @@ class BaseBackend:
         """A device-to-device copy of `src` (STREAM copy), for the bandwidth that timings are judged by."""
         raise NotImplementedError
 
+    def copy(self, a: Array) -> Array:
+        """A fresh array holding a's bits on a's device: what one implementation call gets, so a call that
+        writes into its input (or donates it) harms only its own row."""
+        raise NotImplementedError
+
+    def same(self, a: Array, b: Array) -> bool:
+        """Whether `a` (handed to a call) still holds the bits of `b` (the suite's copy): NaN payloads aside,
+        signed zeros told apart. A framework with a cheaper exact test overrides this."""
+        x, y = self.to_numpy(a), self.to_numpy(b)
+        return (x.shape == y.shape and np.array_equal(x, y, equal_nan=True)
+                and np.array_equal(np.signbit(x), np.signbit(y)))
+
+    def settings(self) -> dict[str, Any]:
+        """The process-wide settings a call could change that change other rows (read around every call;
+        a change is recorded on the row and undone). numpy's error state holds for every backend."""
+        return {"numpy.seterr": np.geterr()}
+
+    def restore(self, settings: dict[str, Any]) -> None:
+        """Put back what `settings()` read."""
+        np.seterr(**settings["numpy.seterr"])
+
+    def release(self, device: str) -> None:
+        """Give cached device memory back between tasks (torch keeps freed GPU blocks for itself)."""
+
+    def out_of_memory(self, exc: BaseException) -> bool:
+        """Whether `exc` says the device ran out of memory (an `error` row saying so; the run goes on)."""
+        text = str(exc).lower()
+        return type(exc).__name__ in ("OutOfMemoryError", "ResourceExhaustedError") or any(
+            s in text for s in ("out of memory", "resource_exhausted", "oom when allocating"))
+
     def free_memory(self, device: str) -> int:
         """Bytes available for inputs and temporaries on `device` (host RAM by default)."""
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

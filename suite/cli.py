@@ -3,7 +3,9 @@
 Exit status: 0 done; 1 `compare` found a regression; 2 bad input or usage (nothing written);
 3 done, but some store files or incomplete runs were skipped (listed in the output); 4 the file
 system failed part way (disk full, no permission: the message says what was kept); 5 an internal
-error (a bug: SUITE_TRACEBACK=1 shows the traceback); 130 interrupted.
+error (a bug: SUITE_TRACEBACK=1 shows the traceback); 6 `run` finished, but a worker died or a call
+timed out (those calls are error rows saying why; every other row was computed); 130 interrupted
+(^C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -19,7 +21,16 @@ from suite.ops import DEVICES, IMPLS, OPS, PASSES
 from suite.selection import UsageError, choose, load_case_file, select_cases, split_list
 from suite.store import DEFAULT_STORE, PUBLISHED_STORE, StoreWriteError, os_reason
 
-EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_SKIPPED, EXIT_IO, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
+EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_SKIPPED, EXIT_IO, EXIT_BUG, EXIT_CONTAINED = 0, 1, 2, 3, 4, 5, 6
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: handled as ^C is (the run is marked interrupted, finished partitions kept)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,7 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     _store_args(run)
     _plugin_option(run)
     run.add_argument("--jobs", type=int, default=None, metavar="N",
-                     help="worker processes, one dtype each (default: number of CPUs)")
+                     help="worker processes, one dtype each (default: number of CPUs); every row is computed in "
+                          "a worker, each plug-in in workers of its own")
+    run.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                     help="longest one implementation call (or one compiled program of a case) may take before its "
+                          "worker is stopped and the call becomes an error row (default: 900)")
+    run.add_argument("--gpu-jobs", type=int, default=None, metavar="N",
+                     help="workers that may hold the GPU at once (default: 1); the others have it hidden")
     bench = sub.add_parser("bench", help="time every backend/device/dtype/op/impl over a size sweep")
     for name, what in (("backends", "frameworks"), ("dtypes", "dtypes"), ("ops", "ops"),
                        ("impls", "implementations"), ("passes", "forward,forward+backward"), ("devices", "cpu/gpu")):
@@ -183,8 +200,8 @@ class _Writes:
         """^C or a bug while computing: the status file says so (a failed write has said it already)."""
         try:
             yield
-        except KeyboardInterrupt:
-            self.mark("interrupted", "interrupted (^C)")
+        except KeyboardInterrupt as exc:
+            self.mark("interrupted", "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (^C)")
             raise
         except StoreWriteError:
             raise
@@ -248,6 +265,10 @@ def _plan(args: argparse.Namespace):
         raise UsageError("no cases selected")
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"--jobs must be a positive integer, got {args.jobs}")
+    if args.gpu_jobs is not None and args.gpu_jobs < 1:
+        raise UsageError(f"--gpu-jobs must be a positive integer, got {args.gpu_jobs}")
+    if args.timeout is not None and not (args.timeout > 0 and args.timeout != float("inf")):
+        raise UsageError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
     return Plan(backends=names, devices=devices, dtypes=dtypes, ops=ops, impls=impls, passes=passes, cases=cases,
                 plugins=[p.source for p in used], modes=_modes(args))
 
@@ -280,17 +301,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     # each backend's partitions land as soon as it is done
     with writes.guard():
-        df, info = run(plan, progress=False if args.no_progress else None, jobs=jobs, on_backend=writes.partitions)
+        df, info = run(plan, progress=False if args.no_progress else None, jobs=jobs, on_backend=writes.partitions,
+                       timeout=args.timeout, gpu_jobs=args.gpu_jobs)
     seconds = time.perf_counter() - t0
     compile_s = _compile_totals(df)
+    from suite.workers import DEFAULT_TIMEOUT
+
     env = environment(info, {**writes.meta, "seconds": round(seconds, 2), "jobs": jobs, "rows": len(df),
+                             "cpu_seconds": info.cpu, "wall_seconds": info.seconds,
+                             "timeout_s": args.timeout or DEFAULT_TIMEOUT, "gpu": info.gpu,
+                             "worker_failures": info.failures, "plugin_import_settings": info.notes,
                              "modes": plan.modes or "default", "compile_s": compile_s,
                              "cases": [c.name for c in plan.cases], "plugins": _described(plan.impls)})
     meta = writes.complete(env)
     print(f"\nrun {run_id}: {len(df)} rows in {seconds:.1f} s -> {store.root}/accuracy/ "
           f"({writes.kept()}); env: {meta}")
-    print("time per backend (summed over workers): "
-          + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(info.seconds.items(), key=lambda kv: -kv[1])))
+    print("CPU time per backend (the workers' process CPU time): "
+          + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(info.cpu.items(), key=lambda kv: -kv[1])))
     if compile_s:
         print("compile time (summed over workers): " + ", ".join(f"{k} {v:.1f} s" for k, v in compile_s.items()))
     for s in info.skipped:
@@ -301,6 +328,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     if len(bad):
         print(f"\n{len(bad)} error rows; first: {bad.iloc[0]['backend']} {bad.iloc[0]['impl']} "
               f"{bad.iloc[0]['op']} {bad.iloc[0]['case']}: {bad.iloc[0]['message']}")
+    for verdict, what in (("mutates_input", "wrote into their inputs"),
+                          ("changes_settings", "changed process settings")):
+        hit = df[df["verdict"] == verdict]
+        if len(hit):
+            print(f"{len(hit)} rows {what} (verdict {verdict}): "
+                  + ", ".join(f"{b} {i} ({n})" for (b, i), n in hit.groupby(["backend", "impl"]).size().items()))
+    for note in info.notes:
+        print(f"warning: {note}")
+    if info.failures:
+        print(f"\n{len(info.failures)} worker(s) died or were stopped; only the calls they were making are lost "
+              "(error rows saying why):")
+        for f in info.failures[:10]:
+            print(f"  {f}")
+        return EXIT_CONTAINED
     return 0
 
 
@@ -488,6 +529,19 @@ def _cmd_ab(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    import signal
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    try:
+        return _main(args)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, old)
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         commands = {"run": cmd_run, "bench": cmd_bench, "import-benchmark": cmd_import_benchmark,
                     "compare": cmd_compare, "report": cmd_report, "list": cmd_list, "ab": _cmd_ab}
@@ -498,10 +552,10 @@ def main(argv: list[str] | None = None) -> int:
     except StoreWriteError as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_IO
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("interrupted: finished partitions are kept, nothing half-written; the run stays marked incomplete",
               file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     except BrokenPipeError:  # `... | head`: the reader left; results were written before printing
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK

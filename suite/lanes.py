@@ -29,18 +29,23 @@ class Lanes:
         running = [now - t0 for i, t0 in self.started.items() if self.backends[i] == backend]
         return max([self.took.get(backend, 0.0), *running])
 
-    def take(self, lane: int) -> int | None:
-        """The task `lane` runs next (None: none left): one of a framework it has imported, else one of a
-        framework no worker has, else the first left; but first one of a framework whose tasks are seen
-        to take LONGER times as long as every other framework's finished ones."""
+    def take(self, lane: int, allowed: Callable[[int], bool] | None = None) -> int | None:
+        """The task `lane` runs next (None: none left that `allowed` lets it run): one of a framework it
+        has imported, else one of a framework no worker has, else the first left; but first one of a
+        framework whose tasks are seen to take LONGER times as long as every other framework's finished
+        ones."""
         if not self.remaining:
             return None
         anywhere = set().union(*self.loaded)
         first: dict[str, int] = {}
         for i in self.remaining:
-            first.setdefault(self.backends[i], i)
+            if allowed is None or allowed(i):
+                first.setdefault(self.backends[i], i)
+        if not first:
+            return None
+        leftmost = next(i for i in self.remaining if i in first.values())
         choice = next((i for b, i in first.items() if b in self.loaded[lane]),
-                      next((i for b, i in first.items() if b not in anywhere), self.remaining[0]))
+                      next((i for b, i in first.items() if b not in anywhere), leftmost))
         slowest = max(first, key=self._seen)
         others = [t for b, t in self.took.items() if b != slowest]
         if others and self._seen(slowest) > LONGER * max(others):
@@ -49,6 +54,11 @@ class Lanes:
         self.loaded[lane].add(self.backends[choice])
         self.started[choice] = self.clock()
         return choice
+
+    def retry(self, task: int) -> None:
+        """A task whose worker died goes back to the front, to be resumed by the next idle worker."""
+        self.started.pop(task, None)
+        self.remaining.insert(0, task)
 
     def done(self, task: int) -> None:
         backend = self.backends[task]

@@ -16,5 +16,7 @@ IMPLS: tuple[str, ...] = ("naive", "shifted", "temperature", "shifted_log1p", "o
 STABLE_IMPLS: tuple[str, ...] = ("shifted", "shifted_log1p", "online", "fused")
 DEVICES: tuple[str, ...] = ("cpu", "gpu")
 # nonfinite: NaN/inf where the exact answer is finite; wrong_special: not the exact NaN/+-inf where the
-# answer is one (suite.metrics)
-VERDICTS: tuple[str, ...] = ("ok", "inaccurate", "nonfinite", "wrong_special", "error", "unsupported")
+# answer is one (suite.metrics); mutates_input: the call wrote into (or donated) an array it was handed;
+# changes_settings: it changed a process-wide setting (suite.runner; its outputs are graded all the same)
+VERDICTS: tuple[str, ...] = ("ok", "inaccurate", "nonfinite", "wrong_special", "mutates_input", "changes_settings",
+                             "error", "unsupported")

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue as queue_mod
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,6 @@ from suite import formulas, plugins
 from suite.backend_api import BaseBackend
 from suite.dtypes import round_to
 from suite.formulas import FORMULAS, analytic_vjp, apply
-from suite.lanes import Lanes
 from suite.metrics import score, tv_distance
 from suite.reference import Reference, compute_reference
 
@@ -102,10 +99,15 @@ class RunInfo:
     devices: dict[str, str] = field(default_factory=dict)
     threads: dict[str, dict] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)  # per backend (and "reference"), summed
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per backend (and "reference"), summed
+    cpu: dict[str, float] = field(default_factory=dict)  # the workers' process CPU time, the same keys
+    notes: list[str] = field(default_factory=list)  # settings a plug-in's import changed (put back)
+    failures: list[str] = field(default_factory=list)  # workers that died or were stopped (suite/workers.py)
+    gpu: dict = field(default_factory=dict)  # how the workers share a GPU (suite/workers.py)
 
-    def add_time(self, key: str, dt: float) -> None:
+    def add_time(self, key: str, dt: float, cpu: float = 0.0) -> None:
         self.seconds[key] = round(self.seconds.get(key, 0.0) + dt, 3)
+        self.cpu[key] = round(self.cpu.get(key, 0.0) + cpu, 3)
 
 
 _LOADED: dict[str, BaseBackend] = {}
@@ -234,9 +236,12 @@ def compiled_step(backend: BaseBackend, key: Key, temperature: float, mode: str 
 _COMPILED: set[tuple] = set()  # (backend, program, shape, dtype) already compiled in this process
 
 
-def first_call(backend: BaseBackend, program: tuple, args: tuple, call: Callable[[], Any]) -> tuple[Any, float]:
+def first_call(backend: BaseBackend, program: tuple, args: tuple, call: Callable[[], Any],
+               again: Callable[[], Any] | None = None) -> tuple[Any, float]:
     """call() and the compile time it cost: on a program's first call for these input shapes and dtypes,
-    the first call's time minus a second (steady) call's; 0.0 when the program was compiled before."""
+    the first call's time minus a second (steady) call's, `again()` (default: call; given, it runs on
+    inputs of its own, so a function that writes into its input cannot change the first call's result);
+    0.0 when the program was compiled before."""
     sig = (id(backend), program, *((tuple(a.shape), str(a.dtype)) for a in args if hasattr(a, "shape")))
     if sig in _COMPILED:
         return call(), 0.0
@@ -246,20 +251,76 @@ def first_call(backend: BaseBackend, program: tuple, args: tuple, call: Callable
     first = time.perf_counter() - t0
     _COMPILED.add(sig)
     t0 = time.perf_counter()
-    backend.wait(call())
+    backend.wait((again or call)())
     return out, max(first - (time.perf_counter() - t0), 0.0)
 
 
-def compute(backend: BaseBackend, impl: str, op: str, pass_: str, inp: Inputs,
-            mode: str | None = None) -> tuple[Any, float]:
-    """One implementation of one op, forward or backward, alone, as a framework array, and its compile
-    time (NaN in eager mode)."""
+ARGS = ("x", "targets", "probs", "cotangent")  # what a step takes, in order (x: z for `temperature`)
+
+
+def handed_over(op: str, pass_: str) -> tuple[bool, bool, bool, bool]:
+    """Which of ARGS one (op, pass) hands to the implementation; the others are passed as None."""
+    return True, op in ("cross_entropy", "cross_entropy_mean"), op == "soft_cross_entropy", pass_ == "backward"
+
+
+def fresh_args(backend: BaseBackend, impl: str, op: str, pass_: str, inp: Inputs) -> tuple[tuple, tuple]:
+    """(args, originals): copies that no other call has seen of what this call is handed (None for what it
+    is not), and the suite's arrays they were copied from, to check afterwards (`written`)."""
+    originals = tuple(a if used else None for a, used in zip(step_args(impl, op, inp), handed_over(op, pass_),
+                                                              strict=True))
+    return tuple(None if a is None else backend.copy(a) for a in originals), originals
+
+
+def fresh_inputs(backend: BaseBackend, inp: Inputs) -> Inputs:
+    """A copy of every array of `inp` (one compiled program's arguments)."""
+    return replace(inp, x=backend.copy(inp.x), z=backend.copy(inp.z), targets=backend.copy(inp.targets),
+                   probs=backend.copy(inp.probs), cotangents={k: backend.copy(v) for k, v in inp.cotangents.items()})
+
+
+def _all_arrays(inp: Inputs) -> tuple:
+    return (inp.x, inp.z, inp.targets, inp.probs, *inp.cotangents.values())
+
+
+def written(backend: BaseBackend, args: tuple, originals: tuple) -> list[str]:
+    """The names of the arguments a finished call changed; one it can no longer be read from (a donated
+    JAX buffer) counts as changed."""
+    out = []
+    names = ARGS if len(args) == len(ARGS) else ("x", "z", "targets", "probs", *(f"cotangent {i}" for i in
+                                                                             range(len(args) - 4)))
+    for name, a, o in zip(names, args, originals, strict=True):
+        if a is None:
+            continue
+        try:
+            same = backend.same(a, o)
+        except Exception:  # noqa: BLE001 - deleted, donated, moved: not what it was handed
+            same = False
+        if not same:
+            out.append(name)
+    return out
+
+
+@dataclass
+class Call:
+    """One implementation call's result, and what it was handed (to check afterwards: `written`)."""
+
+    out: Any
+    compile_s: float
+    args: tuple
+    originals: tuple
+
+
+def compute(backend: BaseBackend, impl: str, op: str, pass_: str, inp: Inputs, mode: str | None = None) -> Call:
+    """One implementation of one op, forward or backward, alone, on fresh copies of its inputs: its result
+    as a framework array, its compile time (NaN in eager mode) and what it was handed."""
     mode = mode or backend.default_mode
-    fn, args = compiled_step(backend, (op, impl, pass_), inp.temperature, mode), step_args(impl, op, inp)
+    fn = compiled_step(backend, (op, impl, pass_), inp.temperature, mode)
+    args, originals = fresh_args(backend, impl, op, pass_, inp)
     if mode != "compiled":
-        return fn(*args), np.nan
+        return Call(fn(*args), np.nan, args, originals)
     T = inp.temperature if impl == "temperature" else 1.0
-    return first_call(backend, (op, impl, pass_, T), args, lambda: fn(*args))
+    out, seconds = first_call(backend, (op, impl, pass_, T), args, lambda: fn(*args),
+                              lambda: fn(*fresh_args(backend, impl, op, pass_, inp)[0]))
+    return Call(out, seconds, args, originals)
 
 
 _GROUPS: dict[tuple[int, tuple[Key, ...], float], Callable[..., Any]] = {}
@@ -326,20 +387,80 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
-def _row(backend: BaseBackend, device: str, dtype: str, ref: Reference, inp: Inputs,
-         key: Key, precomputed: tuple[Any, float] | None, base: dict) -> dict:
+@dataclass
+class Hooks:
+    """How a slice reports while it computes (suite/workers.py sends these to the supervising process,
+    which enforces the time limit and names the call a crash interrupted); in this process, nothing."""
+
+    tick: Callable[[str], None] = lambda name: None  # after each (case, dtype)
+    begin: Callable[[tuple], None] = lambda where: None  # (case index, target index, keys) before a call
+    end: Callable[[], None] = lambda: None  # after it returned or raised
+    emit: Callable[[int, list[dict]], None] | None = None  # a case's rows as soon as they are graded
+    start: int = 0  # the first case to compute: a task resumed after its worker died
+    failed: dict[tuple[int, int, Key], str] = field(default_factory=dict)  # calls not to make again -> message
+
+
+def _changes(before: dict, after: dict) -> str:
+    return ", ".join(f"{k} {before[k]!r} -> {after.get(k)!r}" for k in before if after.get(k) != before[k])
+
+
+@contextlib.contextmanager
+def _watched(backend: BaseBackend, hooks: Hooks, where: tuple, notes: list[str]):
+    """Around one implementation call (or one compiled program): the supervisor is told what runs, and
+    process settings the call changed are noted and put back, so later calls see the defaults."""
+    before = backend.settings()
+    hooks.begin(where)
+    try:
+        yield
+    finally:
+        hooks.end()
+        after = backend.settings()
+        if after != before:
+            notes.append(f"changed process settings: {_changes(before, after)} (put back)")
+            backend.restore(before)
+
+
+def _side_effects(row: dict, wrote: list[str], notes: list[str]) -> dict:
+    """A call that wrote into its input or changed process settings gets a verdict saying so; its outputs
+    are still graded in the other columns, and the message keeps the verdict they alone would have."""
+    if not wrote and not notes:
+        return row
+    said = ([f"wrote into its input {', '.join(wrote)}"] if wrote else []) + notes
+    alone = f"its outputs alone: {row['verdict']}" + (f" ({row['message']})" if row.get("message") else "")
+    return {**row, "verdict": "mutates_input" if wrote else "changes_settings",
+            "message": "; ".join([*said, alone])}
+
+
+def _row(backend: BaseBackend, device: str, dtype: str, ref: Reference, inp: Inputs, key: Key,
+         precomputed: tuple[Call, list[str], list[str]] | None, base: dict, hooks: Hooks, where: tuple) -> dict:
+    """One graded row; `precomputed`: (call, settings notes, inputs written) of a compiled program."""
     op, impl, pass_ = key
     expected = ref.for_impl(impl)[(op, pass_)]
     row = {**base, "op": op, "impl": impl, "pass": pass_, "exact_finite": expected.all_finite}
+    call, notes, wrote = precomputed if precomputed is not None else (None, [], [])
     try:
-        out, row["compile_s"] = compute(backend, impl, op, pass_, inp, base["mode"]) if precomputed is None \
-            else precomputed
-        got, got_dtype = fetch(backend, device, out)
+        if call is None:
+            notes = []
+            with _watched(backend, hooks, where, notes):
+                call = compute(backend, impl, op, pass_, inp, base["mode"])
+                got, got_dtype = fetch(backend, device, call.out)
+        else:
+            got, got_dtype = fetch(backend, device, call.out)
+        row["compile_s"] = call.compile_s
+        if precomputed is None:
+            wrote = written(backend, call.args, call.originals)
     except Exception as exc:  # noqa: BLE001 - any failure is a row, the run goes on
+        if call is not None and precomputed is None:
+            wrote = written(backend, call.args, call.originals)
         compiler = backend.compile_error(exc) if base["mode"] == "compiled" else None
         if compiler is not None:  # a compile failure: an error row with the compiler's own first line
-            return {**row, "verdict": "error", "message": "compile failed: " + _first_line(compiler)}
-        return {**row, "verdict": backend.classify(exc), "message": _first_line(exc)}
+            row.update(verdict="error", message="compile failed: " + _first_line(compiler))
+        elif backend.out_of_memory(exc):  # cached blocks back, and the run goes on
+            backend.release(device)
+            row.update(verdict="error", message="device out of memory: " + _first_line(exc))
+        else:
+            row.update(verdict=backend.classify(exc), message=_first_line(exc))
+        return _side_effects(row, wrote, notes)
     row["out_dtype"] = got_dtype
     if got_dtype != dtype:  # graded as the named dtype holds it: rounded once more, as a user's cast would
         got = round_to(got, dtype)
@@ -351,110 +472,94 @@ def _row(backend: BaseBackend, device: str, dtype: str, ref: Reference, inp: Inp
         row["tv_to_t1"] = tv_distance(got, ref.softmax_t1)
     if impl == "online":  # its recorded parameter
         row["message"] = "; ".join(m for m in (row.get("message"), f"chunk {formulas.ONLINE_CHUNK}") if m)
-    return row
+    return _side_effects(row, wrote, notes)
 
 
-def run_slice(plan: Plan, dtypes: list[str], tick: Callable[[str], None]) -> tuple[list[dict], RunInfo]:
-    """Rows for the given dtypes; `tick(case_name)` after each (case, dtype)."""
+def run_slice(plan: Plan, dtypes: list[str], hooks: Hooks | None = None) -> tuple[list[dict], RunInfo]:
+    """Rows for the given dtypes (those not passed to hooks.emit); hooks.tick(case_name) after each
+    (case, dtype). RunInfo.seconds is wall time and RunInfo.cpu this process's CPU time, per backend."""
+    hooks = hooks or Hooks()
     rows: list[dict] = []
     info = RunInfo()
-    plugins.ensure(plan.plugins)
     pairs = targets(plan, info)
+    before = {b.name: b.settings() for b, _, _ in pairs}
+    plugins.ensure(plan.plugins)
+    for backend, _, _ in pairs:  # what a plug-in's import set is put back: the suite grades under the defaults
+        after = backend.settings()
+        if after != before[backend.name]:
+            names = ", ".join(s.label for s in plan.plugins)
+            info.notes.append(f"importing plug-in {names} changed process settings: "
+                              f"{_changes(before[backend.name], after)} (put back in its own worker)")
+            backend.restore(before[backend.name])
     with np.errstate(all="ignore"):
-        for case in plan.cases:
+        for index, case in enumerate(plan.cases):
+            if index < hooks.start:
+                continue
             for dtype in dtypes:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 ref = reference(plan, case, dtype)
-                info.add_time("reference", time.perf_counter() - t0)
-                for backend, device, mode in pairs:
-                    t0 = time.perf_counter()
-                    rows += _case_rows(plan, backend, device, dtype, case, ref, mode)
+                info.add_time("reference", time.perf_counter() - t0, time.process_time() - c0)
+                got: list[dict] = []
+                for target, (backend, device, mode) in enumerate(pairs):
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    got += _case_rows(plan, backend, device, dtype, case, ref, mode, hooks, (index, target))
                     info.add_time(f"{backend.name}/{device}" + ("" if mode == backend.default_mode else f"/{mode}"),
-                                  time.perf_counter() - t0)
-                tick(case.name)
+                                  time.perf_counter() - t0, time.process_time() - c0)
+                if hooks.emit is not None:
+                    hooks.emit(index, got)
+                else:
+                    rows += got
+                hooks.tick(case.name)
+    for backend, device, _ in pairs:
+        backend.release(device)
     return rows, info
 
 
-def _case_rows(plan: Plan, backend: BaseBackend, device: str, dtype: str, case: Case,
-               ref: Reference, mode: str | None = None) -> list[dict]:
+def _case_rows(plan: Plan, backend: BaseBackend, device: str, dtype: str, case: Case, ref: Reference,
+               mode: str | None = None, hooks: Hooks | None = None, at: tuple[int, int] = (0, 0)) -> list[dict]:
+    """One (case, dtype)'s rows on one (backend, device, mode); `at` = (case index, target index) names
+    its calls for hooks.begin and hooks.failed."""
+    hooks = hooks or Hooks()
     mode = mode or backend.default_mode
     base = {"backend": backend.name, "backend_version": backend.version, "device": device, "mode": mode,
             "dtype": dtype, "case": case.name, "n_classes": case.n_classes,
             "temperature": case.temperature, "tags": ",".join(case.tags)}
     impls = [i for i in plan.impls if plugins.runs_on(i, backend.name)]  # a plug-in: its framework only
     keys = [(op, impl, pass_) for op in plan.ops for impl in impls for pass_ in plan.passes]
+
+    def failed_row(k: Key, verdict: str, message: str) -> dict:
+        return {**base, "op": k[0], "impl": k[1], "pass": k[2], "verdict": verdict, "message": message,
+                "exact_finite": ref.for_impl(k[1])[(k[0], k[2])].all_finite}
+
+    done = {k: failed_row(k, "error", m) for (c, t, k), m in hooks.failed.items() if (c, t) == at and k in keys}
+    keys = [k for k in keys if k not in done]
     try:
         inp = _put_inputs(backend, device, dtype, ref, case.targets)
     except Exception as exc:  # noqa: BLE001 - the framework refuses this dtype/device outright
         verdict, message = backend.classify(exc), _first_line(exc)
-        return [{**base, "op": k[0], "impl": k[1], "pass": k[2], "verdict": verdict, "message": message,
-                 "exact_finite": ref.for_impl(k[1])[(k[0], k[2])].all_finite} for k in keys]
-    batch: dict[Key, tuple[Any, float]] = {}
-    if backend.compile_matrix and mode == "compiled":  # the built-ins in one program, each plug-in's in its own
+        if backend.out_of_memory(exc):
+            backend.release(device)
+            verdict, message = "error", "device out of memory: " + message
+        done.update((k, failed_row(k, verdict, message)) for k in keys)
+        keys = []
+    batch: dict[Key, tuple[Call, list[str], list[str]]] = {}
+    if keys and backend.compile_matrix and mode == "compiled":  # built-ins in one program, each plug-in's apart
         groups = [[k for k in keys if plugins.get(k[1]) is None]] + [
             [k for k in keys if k[1] == name and k[0] in plugins.get(name).ops] for name in impls
             if plugins.get(name) is not None]
         for group in filter(None, groups):
+            mine, notes = fresh_inputs(backend, inp), []
             try:
                 seconds: dict[Key, float] = {}
-                results = compute_group(backend, group, inp, seconds)
-                batch.update((k, (r, seconds[k])) for k, r in results.items())
+                with _watched(backend, hooks, (*at, tuple(group)), notes):
+                    results = compute_group(backend, group, mine, seconds)
+                wrote = written(backend, _all_arrays(mine), _all_arrays(inp))  # once: one program was handed them
+                batch.update((k, (Call(r, seconds[k], (), ()), notes, wrote)) for k, r in results.items())
             except Exception:  # noqa: BLE001 - one bad impl: redo row by row to find it
                 pass
-    return [_row(backend, device, dtype, ref, inp, key, batch.get(key), base) for key in keys]
-
-
-def _die_with_parent(parent: int) -> None:
-    """Initializer of the workers and the manager: end with the run's process, even when it is killed
-    with SIGKILL, instead of computing on for minutes (PR_SET_PDEATHSIG on Linux; a watcher thread
-    everywhere, which also covers a parent that died before the prctl)."""
-    import signal
-    import threading
-
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError, TypeError):  # not Linux: the watcher alone
-        pass
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
-
-
-def _pool(ctx):
-    """One worker process (the runner hands each its tasks one at a time: suite/lanes.py) that dies with
-    the parent; when the run ends cleanly it is killed instead of waited for."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    class Pool(ProcessPoolExecutor):
-        def __exit__(self, exc_type, exc, tb):
-            if exc_type is None:  # every result is in hand: don't wait for the worker's own teardown (~2 s)
-                for process in list(self._processes.values()):
-                    process.kill()
-            self.shutdown(wait=True)
-            return False
-
-    return Pool(1, mp_context=ctx, initializer=_die_with_parent, initargs=(os.getpid(),))
-
-
-def _worker(plan: Plan, dtype: str, queue) -> tuple[list[dict], RunInfo]:
-    return run_slice(plan, [dtype], queue.put)
-
-
-def _tasks(plan: Plan) -> list[tuple[Plan, str]]:
-    """One task per (backend, dtype), backend-major, so each backend's partition is complete (and can
-    be stored) as early as possible; a task computes its (case, dtype) references itself, except the
-    wide cases' (`reference`: the first task computes them, the others map its files).
-    The last selected backend first: in the default order (numpy, torch, tensorflow, jax) that is the
-    longest first (JAX compiles, TensorFlow's eager dispatch is slow), so the workers finish together
-    on short tasks instead of one waiting for the other's long last one. suite/lanes.py picks each
-    worker's next task from this list, keeping each framework's import to as few workers as it can."""
-    return [(replace(plan, backends=[b]), d) for b in reversed(plan.backends) for d in plan.dtypes]
+    rows = {k: _row(backend, device, dtype, ref, inp, k, batch.get(k), base, hooks, (*at, (k,))) for k in keys}
+    order = [(op, impl, pass_) for op in plan.ops for impl in impls for pass_ in plan.passes]
+    return [{**done, **rows}[k] for k in order]
 
 
 def _merge(info: RunInfo, other: RunInfo) -> None:
@@ -462,16 +567,22 @@ def _merge(info: RunInfo, other: RunInfo) -> None:
     info.devices.update(other.devices)
     info.threads.update(other.threads)
     info.skipped += [s for s in other.skipped if s not in info.skipped]
+    info.notes += [n for n in other.notes if n not in info.notes]
+    info.failures += other.failures
     for k, v in other.seconds.items():
-        info.add_time(k, v)
+        info.add_time(k, v, other.cpu.get(k, 0.0))
 
 
 def _frame(rows: list[dict], plan: Plan) -> pd.DataFrame:
     """Rows in catalog order with every column of COLUMNS."""
+    modes: dict[str, int] = {}
+    for r in rows:  # in the order they were computed
+        modes.setdefault(r["mode"], len(modes))
     rank = {n: {v: i for i, v in enumerate(vals)} for n, vals in
-            (("backend", plan.backends), ("dtype", plan.dtypes), ("case", [c.name for c in plan.cases]))}
+            (("backend", plan.backends), ("dtype", plan.dtypes), ("case", [c.name for c in plan.cases]),
+             ("mode", modes), ("op", plan.ops), ("impl", plan.impls), ("pass", plan.passes))}
     rows = sorted(rows, key=lambda r: (rank["backend"][r["backend"]], r["device"], rank["dtype"][r["dtype"]],
-                                       rank["case"][r["case"]]))
+                                       *(rank[k][r[k]] for k in ("case", "mode", "op", "impl", "pass"))))
     df = pd.DataFrame(rows)
     for col in COLUMNS:
         if col not in df:
@@ -481,9 +592,12 @@ def _frame(rows: list[dict], plan: Plan) -> pd.DataFrame:
     return df
 
 
-def run(plan: Plan, progress: bool | None = None, jobs: int = 1,
-        on_backend: Callable[[pd.DataFrame], None] | None = None) -> tuple[pd.DataFrame, RunInfo]:
-    """The whole matrix, in this process or in `jobs` worker processes (one (backend, dtype) per task).
+def run(plan: Plan, progress: bool | None = None, jobs: int = 0,
+        on_backend: Callable[[pd.DataFrame], None] | None = None, timeout: float | None = None,
+        gpu_jobs: int | None = None) -> tuple[pd.DataFrame, RunInfo]:
+    """The whole matrix, in `jobs` worker processes (suite/workers.py: plug-ins apart from the built-ins,
+    a time limit per call, crashes contained), or with jobs=0 in this process (no containment: for tests
+    and library use).
 
     `on_backend(df)` is called with each backend's rows as soon as all of them are done (the store
     writes that backend's partitions then, so they survive a later interruption)."""
@@ -506,7 +620,6 @@ def run(plan: Plan, progress: bool | None = None, jobs: int = 1,
         if on_backend is not None and len(df):
             on_backend(df)
 
-    jobs = max(1, min(jobs, len(plan.dtypes) * len(plan.backends)))
     if plan.threads is None:
         # one intra-op thread per framework, whatever --jobs, the selection or the machine: a parallel
         # reduction's result depends on how many threads split it (torch's on 262,147 classes does), and a
@@ -515,66 +628,21 @@ def run(plan: Plan, progress: bool | None = None, jobs: int = 1,
     # references are computed once per (case, dtype) and shared by every framework's task through a
     # run-private cache, in this process or across the workers
     with tempfile.TemporaryDirectory(prefix="softmax-suite-refs-") as cache:
-        _run_tasks(replace(plan, cache_dir=cache), jobs, tick, info, finished)
+        plan = replace(plan, cache_dir=cache)
+        if jobs <= 0:
+            for backend in plan.backends:
+                rows, part = run_slice(replace(plan, backends=[backend]), plan.dtypes, Hooks(tick=tick))
+                _merge(info, part)
+                finished(backend, rows)
+        else:
+            from suite import workers
+
+            workers.Supervisor(plan, jobs, tick, info, finished,
+                               workers.DEFAULT_TIMEOUT if timeout is None else timeout,
+                               workers.GPU_JOBS if gpu_jobs is None else gpu_jobs).run()
     bar.close()
     df = pd.concat(frames, ignore_index=True) if frames else _frame([], plan)
     return df, info
-
-
-def _run_tasks(plan: Plan, jobs: int, tick: Callable[[str], None], info: RunInfo,
-               finished: Callable[[str, list[dict]], None]) -> None:
-    """Every (backend, dtype) task, in this process or in `jobs` workers; `finished(backend, rows)` as
-    soon as all of a backend's tasks are done."""
-    if jobs == 1:
-        for backend in plan.backends:
-            rows, part = run_slice(replace(plan, backends=[backend]), plan.dtypes, tick)
-            _merge(info, part)
-            finished(backend, rows)
-    else:
-        import multiprocessing as mp
-        from multiprocessing.managers import SyncManager
-
-        ctx = mp.get_context("spawn")  # frameworks are not fork-safe once started
-        manager = SyncManager(ctx=ctx)
-        manager.start(_die_with_parent, (os.getpid(),))
-        with manager, contextlib.ExitStack() as stack:
-            workers = [stack.enter_context(_pool(ctx)) for _ in range(jobs)]
-            # a backend's partition is written while this loop goes on handing out tasks (a write took
-            # ~1 s, which an idle worker waited out); in order, one at a time, a failed one stops the run
-            writer = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="suite-store"))
-            writes: list[Any] = []
-            queue = manager.Queue()
-            tasks = _tasks(plan)
-            lanes = Lanes([p.backends[0] for p, _ in tasks], jobs)
-            running: dict[int, tuple[Any, int]] = {}  # worker -> (future, task)
-            results: dict[int, tuple[list[dict], RunInfo]] = {}
-            pending = {b: [i for i, (p, _) in enumerate(tasks) if p.backends == [b]] for b in plan.backends}
-            while pending:
-                for w, worker in enumerate(workers):
-                    if w not in running and (i := lanes.take(w)) is not None:
-                        running[w] = (worker.submit(_worker, *tasks[i], queue), i)
-                try:
-                    tick(queue.get(timeout=0.05))  # short: an idle worker waits for this loop to hand it a task
-                except queue_mod.Empty:
-                    pass
-                for w, (future, i) in list(running.items()):
-                    if future.done():  # a failed task or dead worker stops the run: no task is handed out after
-                        results[i] = future.result()
-                        lanes.done(i)
-                        del running[w]
-                for backend, ids in list(pending.items()):
-                    if all(i in results for i in ids):
-                        for i in ids:
-                            _merge(info, results[i][1])
-                        writes.append(writer.submit(finished, backend, [r for i in ids for r in results[i][0]]))
-                        del pending[backend]
-                for write in writes:
-                    if write.done():
-                        write.result()
-            for write in writes:
-                write.result()
-            while not queue.empty():
-                tick(queue.get())
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,303 @@
+"""Worker processes that keep what an implementation does to its own rows.
+
+Every row of a run is computed in a worker process, never in the process that supervises the run:
+
+- the built-ins of a framework run in workers of their own, and each plug-in in workers of its own,
+  so nothing a plug-in sets process-wide (at import or in a call) reaches another implementation;
+- a worker says which call it is making before it makes it, so a call that overruns `timeout` is
+  stopped (the worker is killed and replaced), and a worker that dies (a segfault, `os._exit`, the OOM
+  killer) is named in the rows of the call it was making; a fresh worker computes the rest;
+- SIGINT and SIGTERM reach the supervisor alone (workers are started with both blocked), which kills
+  the workers at once;
+- at most `gpu_jobs` workers may see the GPU (the others are started with it hidden), JAX never
+  preallocates GPU memory and TensorFlow grows its own as needed: several frameworks share one GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from suite import plugins
+from suite.lanes import Lanes
+from suite.runner import Hooks, Key, Plan, RunInfo, run_slice
+
+DEFAULT_TIMEOUT = 900.0  # seconds one call (or one compiled program of a case) may take; --timeout
+GPU_JOBS = 1  # workers that may hold the GPU at once; --gpu-jobs
+# set in every worker before a framework starts, unless the user set them: JAX would otherwise take 75 %
+# of the GPU in each process, TensorFlow all of it
+GPU_MEMORY_ENV = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
+HIDE_GPU_ENV = {"CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}  # a worker that must not hold the GPU
+
+
+@dataclass
+class Task:
+    """One (backend, dtype, device kind) slice of the built-ins, or of one plug-in; picklable."""
+
+    plan: Plan
+    group: str  # "" the built-ins; a plug-in's source label: only that plug-in's workers run it
+    gpu: bool  # its devices are ["gpu"]: only a worker allowed to hold the GPU runs it
+    start: int = 0  # resumed at this case after its worker died
+    failed: dict[tuple[int, int, Key], str] = field(default_factory=dict)  # calls that killed a worker
+    deaths: int = 0  # deaths outside any call at this start (the task is given up at two)
+
+    @property
+    def lane(self) -> str:
+        """What a worker has loaded to run it (suite/lanes.py keeps workers to what they loaded)."""
+        return self.plan.backends[0] + (f"+{self.group}" if self.group else "")
+
+    def describe(self) -> str:
+        return f"{self.plan.backends[0]}/{'gpu' if self.gpu else 'cpu'}/{self.plan.dtypes[0]}" + (
+            f" (plug-in {self.group})" if self.group else "")
+
+
+def make_tasks(plan: Plan) -> list[Task]:
+    """Backend-major, last selected backend first (the longest in the default order: see Lanes); per
+    backend the built-ins, then each plug-in of that framework apart; the GPU apart from the CPU."""
+    out = []
+    sources = {p.source: [n for n in plan.impls if (q := plugins.get(n)) is not None and q.source == p.source]
+               for name in plan.impls if (p := plugins.get(name)) is not None}
+    builtins = [n for n in plan.impls if plugins.get(n) is None]
+    kinds = [d for d in (["cpu"] if "cpu" in plan.devices else []) + (["gpu"] if "gpu" in plan.devices else [])]
+    for backend in reversed(plan.backends):
+        groups = [("", builtins, [])] if builtins else []
+        groups += [(src.label, names, [src]) for src, names in sources.items()
+                   if plugins.get(names[0]).framework == backend]
+        for label, impls, srcs in groups:
+            for device in kinds:
+                for dtype in plan.dtypes:
+                    out.append(Task(replace(plan, backends=[backend], dtypes=[dtype], devices=[device], impls=impls,
+                                            plugins=srcs), label, device == "gpu"))
+    return out
+
+
+def worker_env(gpu: bool) -> dict[str, str]:
+    """What a worker's environment gets before any framework starts: GPU memory shared, not grabbed (the
+    user's own settings of these variables win), and the GPU hidden from a worker that may not hold it."""
+    env = {k: os.environ.get(k, v) for k, v in GPU_MEMORY_ENV.items()}
+    return env if gpu else {**env, **HIDE_GPU_ENV}
+
+
+def _die_with_parent(parent: int) -> None:
+    """End with the run's process, even when it is killed with SIGKILL (PR_SET_PDEATHSIG on Linux; a
+    watcher thread everywhere, which also covers a parent that died before the prctl)."""
+    import threading
+
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError, TypeError):  # not Linux: the watcher alone
+        pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
+def _serve(conn, env: dict[str, str], parent: int) -> None:
+    """A worker: tasks in, messages out, until told to stop (None) or killed."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C is the supervisor's: it kills the workers
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    os.environ.update(env)
+    _die_with_parent(parent)
+    while (task := conn.recv()) is not None:
+        hooks = Hooks(tick=lambda name: conn.send(("tick", name)), begin=lambda where: conn.send(("begin", where)),
+                      end=lambda: conn.send(("end",)), emit=lambda index, rows: conn.send(("rows", index, rows)),
+                      start=task.start, failed=task.failed)
+        try:
+            _, info = run_slice(task.plan, task.plan.dtypes, hooks)
+        except Exception as exc:  # noqa: BLE001 - the suite's own failure: the supervisor stops the run
+            conn.send(("failed", f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500]))
+            continue
+        conn.send(("done", info))
+
+
+def _signal_name(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+class WorkerFailed(RuntimeError):
+    """The suite's own code failed in a worker (not an implementation: those are rows)."""
+
+
+@dataclass
+class _Slot:
+    lane: int
+    gpu: bool  # may hold the GPU
+    process: Any = None
+    conn: Any = None
+    group: str | None = None  # what its process runs: "" built-ins, a plug-in's label; None: not started
+    backends: set[str] = field(default_factory=set)
+    task: int | None = None
+    call: tuple | None = None  # (where, since) of the call in progress
+
+
+class Supervisor:
+    """Hands tasks to `jobs` worker processes and keeps the run going through their deaths."""
+
+    def __init__(self, plan: Plan, jobs: int, tick: Callable[[str], None], info: RunInfo,
+                 finished: Callable[[str, list[dict]], None], timeout: float = DEFAULT_TIMEOUT,
+                 gpu_jobs: int = GPU_JOBS) -> None:
+        import multiprocessing as mp
+
+        self.ctx = mp.get_context("spawn")  # frameworks are not fork-safe once started
+        self.plan, self.tick, self.info, self.finished = plan, tick, info, finished
+        self.timeout = timeout
+        self.tasks = make_tasks(plan)
+        jobs = max(1, min(jobs, len(self.tasks)))
+        gpu = "gpu" in plan.devices
+        self.slots = [_Slot(i, gpu and i < max(1, gpu_jobs)) for i in range(jobs)]
+        self.lanes = Lanes([t.lane for t in self.tasks], jobs)
+        self.rows: dict[int, list[dict]] = {i: [] for i in range(len(self.tasks))}
+        self.done: set[int] = set()
+        info.gpu = {"gpu_jobs": sum(s.gpu for s in self.slots), "worker_env": worker_env(gpu=True),
+                    "hidden_from_the_others": HIDE_GPU_ENV}
+
+    # ---- processes
+
+    def _start(self, slot: _Slot, group: str) -> None:
+        self._stop(slot)
+        env = worker_env(slot.gpu)
+        mine, theirs = self.ctx.Pipe()
+        process = self.ctx.Process(target=_serve, args=(theirs, env, os.getpid()), name=f"suite-worker-{slot.lane}")
+        # started with ^C and SIGTERM blocked (a blocked signal stays blocked through exec): they are the
+        # supervisor's, and a worker must not print a traceback for them
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        theirs.close()
+        slot.process, slot.conn, slot.group, slot.backends = process, mine, group, set()
+
+    @staticmethod
+    def _stop(slot: _Slot) -> None:
+        if slot.process is not None:
+            slot.process.kill()
+            slot.process.join()
+            slot.conn.close()
+        slot.process = slot.conn = slot.group = None
+
+    def close(self) -> None:
+        for slot in self.slots:
+            self._stop(slot)
+
+    # ---- the loop
+
+    def run(self) -> None:
+        from multiprocessing.connection import wait
+
+        pending = {b: [i for i, t in enumerate(self.tasks) if t.plan.backends == [b]] for b in self.plan.backends}
+        try:
+            while pending:
+                self._hand_out()
+                busy = [s for s in self.slots if s.task is not None]
+                ready = wait([s.conn for s in busy] + [s.process.sentinel for s in busy], timeout=0.05)
+                for slot in busy:
+                    if slot.conn in ready or slot.process.sentinel in ready:
+                        self._read(slot)
+                    if slot.task is not None and slot.call and time.monotonic() - slot.call[1] > self.timeout:
+                        slot.process.kill()
+                        slot.process.join()
+                        self._died(slot, f"timed out after {self.timeout:g} s")
+                for backend, ids in list(pending.items()):
+                    if all(i in self.done for i in ids):
+                        self.finished(backend, [r for i in ids for r in self.rows.pop(i)])
+                        del pending[backend]
+            for slot in self.slots:  # done: don't wait for the workers' own teardown (~2 s)
+                if slot.process is not None:
+                    slot.process.kill()
+        finally:
+            self.close()
+
+    def _hand_out(self) -> None:
+        for slot in self.slots:
+            if slot.task is not None:
+                continue
+            i = self.lanes.take(slot.lane, lambda j, slot=slot: slot.gpu or not self.tasks[j].gpu)
+            if i is None:
+                continue
+            task = self.tasks[i]
+            if slot.process is None or slot.group != task.group or not slot.process.is_alive():
+                self._start(slot, task.group)  # a plug-in never shares a process with anything else
+            slot.task, slot.call = i, None
+            slot.conn.send(task)
+
+    def _read(self, slot: _Slot) -> None:
+        while slot.task is not None:
+            try:
+                if not slot.conn.poll():
+                    if not slot.process.is_alive():
+                        raise EOFError
+                    return
+                msg = slot.conn.recv()
+            except (EOFError, OSError):
+                slot.process.join()
+                self._died(slot, _signal_name(slot.process.exitcode))
+                return
+            self._message(slot, msg)
+
+    def _message(self, slot: _Slot, msg: tuple) -> None:
+        kind, i = msg[0], slot.task
+        task = self.tasks[i]
+        if kind == "tick":
+            self.tick(msg[1])
+        elif kind == "begin":
+            slot.call = (msg[1], time.monotonic())
+        elif kind == "end":
+            slot.call = None
+        elif kind == "rows":
+            self.rows[i] += msg[2]
+            task.start, task.deaths = msg[1] + 1, 0
+            task.failed = {k: v for k, v in task.failed.items() if k[0] > msg[1]}
+        elif kind == "done":
+            from suite.runner import _merge
+
+            _merge(self.info, msg[1])
+            self.lanes.done(i)
+            self.done.add(i)
+            slot.task = slot.call = None
+        elif kind == "failed":
+            raise WorkerFailed(f"{task.describe()}: {msg[1]}")
+
+    def _died(self, slot: _Slot, why: str) -> None:
+        """The worker of `slot` is gone: the call it was making becomes error rows saying why, and its
+        task goes back to be resumed by a fresh worker at the case it was computing."""
+        i, call = slot.task, slot.call
+        task = self.tasks[i]
+        self._stop(slot)
+        slot.task = slot.call = None
+        if call is not None:
+            (case, target, keys), _ = call
+            name = task.plan.cases[case].name
+            for key in keys:
+                op, impl, pass_ = key
+                task.failed[(case, target, key)] = (
+                    f"worker {why} while computing {impl} {op} {pass_} on case {name} ({task.plan.dtypes[0]}); "
+                    "a fresh worker computed the other rows")
+            task.start = case
+            calls = ", ".join(f"{k[1]} {k[0]} {k[2]}" for k in keys)
+            self.info.failures.append(f"{task.describe()}: worker {why} in {calls} on case {name}")
+        else:
+            task.deaths += 1
+            self.info.failures.append(f"{task.describe()}: worker {why} outside any implementation call"
+                                      + ("; given up: its remaining rows are missing" if task.deaths >= 2 else ""))
+            if task.deaths >= 2:
+                self.lanes.done(i)
+                self.done.add(i)
+                return
+        self.lanes.retry(i)
