@@ -133,9 +133,8 @@ def known_packages(runs: dict[str, dict], run_id: str) -> dict[str, str]:
         for name in ("numpy", "pandas"):
             if isinstance(env.get(name), str):
                 out.setdefault(name, env[name])
-        for name, version in (env.get("frameworks") or {}).items():
-            for dist in (["tensorflow", "tensorflow-cpu"] if name == "tensorflow" else [name]):
-                out.setdefault(dist, str(version))
+        for name, version in (env.get("frameworks") or {}).items():  # under the framework's name (tensorflow,
+            out.setdefault(name, str(version))  # whichever of tensorflow / tensorflow-cpu installed it)
     return {**out, **(run_packages(runs, run_id) or {})}
 
 
@@ -202,9 +201,11 @@ def side(selector: str, accuracy: pd.DataFrame, timing: pd.DataFrame, runs: dict
 
 
 def _versions_of(side: Side, name: str) -> str:
+    """'0.6.0', '0.6.0, 0.7.0', 'not recorded' (an env.json without packages), 'not installed'."""
     vals = sorted({k[name] for k in side.known.values() if name in k})
-    missing = [r for r, k in side.known.items() if name not in k]
-    return ", ".join(vals + (["not recorded"] if missing else [])) or "not recorded"
+    missing = {"not installed" if side.packages.get(r) is not None else "not recorded"
+               for r, k in side.known.items() if name not in k}
+    return ", ".join(vals + sorted(missing))
 
 
 def package_diff(base: Side, new: Side) -> pd.DataFrame:
@@ -223,9 +224,9 @@ def package_diff(base: Side, new: Side) -> pd.DataFrame:
         b, n = _versions_of(base, name), _versions_of(new, name)
         if b == n:
             continue
-        bv, nv = ({v for v in x.split(", ") if v != "not recorded"} for x in (b, n))
+        bv, nv = ({v for v in x.split(", ") if v not in ("not recorded", "not installed")} for x in (b, n))
         if name not in row_changing and (not bv or not nv or bv == nv):
-            continue  # a package that cannot change a row, differing only by "not recorded": noise
+            continue  # a package that cannot change a row, only missing on one side (e.g. the test tools)
         rows.append({"package": name, "base": b, "new": n})
     return pd.DataFrame(rows, columns=cols)
 

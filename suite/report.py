@@ -349,8 +349,10 @@ def package_table(data: Data) -> pd.DataFrame:
             by_version.setdefault(v, []).append(r)
         for v in sorted((v for v in by_version if v is not None), key=_version_key):
             rows.append({"package": name, "version": v, "runs": listed(by_version[v])})
-        if None in by_version:
-            rows.append({"package": name, "version": "not recorded", "runs": listed(by_version[None])})
+        for label, old in (("not installed", False), ("not recorded", True)):
+            runs = [r for r in by_version.get(None, []) if (run_packages(data.envs, r) is None) == old]
+            if runs:
+                rows.append({"package": name, "version": label, "runs": listed(runs)})
     if not rows and ids:
         old = [r for r in ids if run_packages(data.envs, r) is None]
         rows.append({"package": "(every package)", "version": "not recorded" if old else "the same in every run",

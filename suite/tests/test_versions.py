@@ -151,7 +151,8 @@ def store(tmp_path) -> Path:
     and one under 0.7.0 that moved two rows."""
     st = Store(tmp_path / "store")
     runs = {"20260101-old": (None, ["ok", "ok", "ok"]),
-            "20260102-lock": ({"ml_dtypes": "0.6.0", "scipy": "1.17.1", "torch": "2.13.0+cpu"}, ["ok", "ok", "ok"]),
+            "20260102-lock": ({"ml_dtypes": "0.6.0", "scipy": "1.17.1", "torch": "2.13.0+cpu", "mpmath": "1.3.0",
+                               "pytest": "9.2.0"}, ["ok", "ok", "ok"]),
             "20260103-newest": ({"ml-dtypes": "0.7.0", "scipy": "1.17.1", "torch": "2.13.0+cpu"},
                                 ["unsupported", "inaccurate", "ok"])}
     for run, (packages, verdicts) in runs.items():
@@ -183,6 +184,8 @@ def test_compare_by_package_version_shows_the_versions_that_differ(store, tmp_pa
     section = md.split("## Package versions that differ\n", 1)[1].split("\n## ", 1)[0]
     assert re.search(r"\| ml-dtypes +\| 0\.6\.0 +\| 0\.7\.0 +\|", section), section
     assert "scipy" not in section and "torch" not in section  # the same on both sides
+    assert re.search(r"\| mpmath +\| 1\.3\.0 +\| not installed +\|", section), section  # can change a row
+    assert "pytest" not in section  # cannot change a row: a test tool missing on one side is noise
 
 
 def test_compare_with_an_old_env_json_says_not_recorded(store, tmp_path):
