@@ -4,7 +4,9 @@ as report.md (pandas `to_markdown`), one self-contained report.html (inline CSS,
 data URIs: readable from disk with no server), the PNGs and every table as CSV.
 
 The main tables use the newest version of each framework per device; older versions appear in the
-version table (the same judgement as `python -m suite compare`).
+version table (the same judgement as `python -m suite compare`). Of several runs of one framework version,
+those made in the locked set (constraints/lock-cpu.txt) count before runs made outside it (`nox -s
+latest`: the newest releases), which fill in only what no locked run covers.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class Data:
     problems: list[str] = field(default_factory=list)
     raw: dict[str, pd.DataFrame] = field(default_factory=dict)  # every run (the version table pools timings)
     envs: dict[str, dict] = field(default_factory=dict)  # run id -> {table: env.json} (Store.runs())
+    off_lock: dict[str, str] = field(default_factory=dict)  # run id -> how its packages differ from the lock
 
     def newest(self, df: pd.DataFrame) -> pd.DataFrame:
         """Rows of the newest version of each backend on each device."""
@@ -75,21 +78,59 @@ class Data:
         return pd.concat(keep, ignore_index=True)
 
 
+def off_lock(envs: dict[str, dict], ids, pins: dict[str, str] | None = None) -> dict[str, str]:
+    """run id -> 'ml-dtypes 0.7.0 (lock 0.6.0), ...' for the runs whose env.json records a locked package at
+    another version than the lock's (packages a run lacks are not counted). A run that records no package
+    versions (an env.json from before they were) counts as locked."""
+    from suite.results import read_lock
+
+    if pins is None:
+        try:
+            pins = read_lock()
+        except OSError:
+            return {}
+    out = {}
+    for r in ids:
+        rec = run_packages(envs, r) or {}
+        diff = [f"{n} {rec[n]} (lock {v})" for n, v in sorted(pins.items()) if n in rec and rec[n] != v]
+        if diff:
+            out[str(r)] = ", ".join(diff)
+    return out
+
+
+def prefer_locked(df: pd.DataFrame, off: dict[str, str] | set[str]) -> pd.DataFrame:
+    """Drop the rows of off-lock runs of a framework version, device and mode that a locked run covers."""
+    if df.empty or not off:
+        return df
+    from suite.modes import fill_mode
+
+    df = fill_mode(df)
+    is_off = df.run_id.astype(str).isin(list(off))
+    group = [df[c].astype(str) for c in ("backend", "backend_version", "device", "mode")]
+    covered = (~is_off).groupby(group).transform("any")
+    return df[~(is_off & covered)]
+
+
 def load(store: Store, runs: list[str] | None) -> Data:
     problems: list[str] = []
     raw, newest_run = {}, {}
+    envs = store.runs()
+    off: dict[str, str] = {}
     for t in ("accuracy", "timing"):
         df = store.load(t, problems)
         if runs:
             df = df[df.run_id.astype(str).map(lambda r: any(r.startswith(x) for x in runs))]
         raw[t] = df
-        newest_run[t] = latest(df, ["backend_version", *(ACC_KEY if t == "accuracy" else SPEED_KEY)])
+        off.update(off_lock(envs, {str(r) for r in df.get("run_id", [])}))
+    for t, df in raw.items():
+        newest_run[t] = latest(prefer_locked(df, off), ["backend_version",
+                                                         *(ACC_KEY if t == "accuracy" else SPEED_KEY)])
     if newest_run["accuracy"].empty and newest_run["timing"].empty:
         where = f"runs {', '.join(runs)}" if runs else f"store {store.root}"
         skipped = f" ({len(problems)} file(s) or run(s) skipped: {problems[0]}...)" if problems else ""
         raise UsageError(f"no results in {where}{skipped}; write some with `python -m suite run` / "
                          "`python -m suite bench` (or `nox -s numpy`)")
-    return Data(newest_run["accuracy"], newest_run["timing"], problems, raw, store.runs())
+    return Data(newest_run["accuracy"], newest_run["timing"], problems, raw, envs, off)
 
 
 # --- 1. stability matrix ---------------------------------------------------------------------------
@@ -276,6 +317,7 @@ def versions(data: Data, th: Thresholds = DEFAULT_THRESHOLDS) -> pd.DataFrame:
     the per-run times of every timing run of a version: regression, improvement, no change or
     inconclusive, with the configurations' median run-to-run noise)."""
     raw = data.raw or {"accuracy": data.accuracy, "timing": data.timing}
+    raw = {t: prefer_locked(df, data.off_lock) for t, df in raw.items()}
     rows = []
     both = pd.concat([raw["accuracy"][["backend", "device", "backend_version"]],
                       raw["timing"][["backend", "device", "backend_version"]]]).drop_duplicates()
@@ -306,7 +348,7 @@ def versions(data: Data, th: Thresholds = DEFAULT_THRESHOLDS) -> pd.DataFrame:
     return pd.concat([pd.DataFrame(rows), pairs], ignore_index=True) if len(pairs) else pd.DataFrame(rows)
 
 
-MAX_RUNS_LISTED = 6
+MAX_RUNS_LISTED = 3
 
 
 def _run_ids(data: Data) -> list[str]:
@@ -316,7 +358,8 @@ def _run_ids(data: Data) -> list[str]:
 
 def _differing_packages(data: Data) -> dict[str, dict[str, str | None]]:
     """package -> {run id: its version, None where not recorded}, for the packages whose recorded versions
-    differ among the report's runs, and the row-changing ones some runs do not record."""
+    differ among the report's runs, and the row-changing ones some runs do not record. The frameworks (and
+    tensorflow-cpu) are left to the version table's own rows."""
     from packaging.utils import canonicalize_name
 
     from suite.results import ROW_PACKAGES
@@ -324,8 +367,12 @@ def _differing_packages(data: Data) -> dict[str, dict[str, str | None]]:
     ids = _run_ids(data)
     known = {r: known_packages(data.envs, r) for r in ids}
     row_changing = {canonicalize_name(n) for n in ROW_PACKAGES}
+    raw = data.raw or {"accuracy": data.accuracy, "timing": data.timing}
+    backends = {str(b) for df in raw.values() for b in df.get("backend", [])}
     out = {}
     for name in sorted({n for k in known.values() for n in k}):
+        if name in backends or name.removesuffix("-cpu") in backends:
+            continue
         per_run = {r: known[r].get(name) for r in ids}
         versions = {v for v in per_run.values() if v is not None}
         if len(versions) > 1 or (name in row_changing and versions and None in per_run.values()):
@@ -365,11 +412,8 @@ def package_pairs(data: Data, th: Thresholds = DEFAULT_THRESHOLDS) -> pd.DataFra
     their own rows), judged as `python -m suite compare PKG==OLD PKG==NEW` judges, on the frameworks and
     devices both sides ran."""
     raw = data.raw or {"accuracy": data.accuracy, "timing": data.timing}
-    backends = {b for df in raw.values() for b in df.get("backend", [])}
     rows = []
     for name, per_run in _differing_packages(data).items():
-        if name in backends or name.removesuffix("-cpu") in backends:
-            continue
         vers = sorted({v for v in per_run.values() if v is not None}, key=_version_key)
         for old, new in zip(vers, vers[1:], strict=False):
             runs = {v: [r for r, x in per_run.items() if x == v] for v in (old, new)}
@@ -569,8 +613,9 @@ def build(data: Data, out: Path) -> list[Section]:
         "column is the median over configurations of the run-to-run spread of those per-run times. Rows whose "
         "base and new name another package (e.g. ml-dtypes 0.6.0 -> 0.7.0) pair the runs whose env.json records "
         "each version (`python -m suite compare ml_dtypes==0.6.0 ml_dtypes==0.7.0`), on the frameworks both ran. "
-        "Below: the package versions that differ among the runs (every package of the lock is recorded in "
-        "env.json; an older env.json knows only numpy, pandas and the frameworks, the rest is `not recorded`).",
+        "Below: the other packages whose versions differ among the runs (every package of the lock is recorded "
+        "in env.json; an older env.json knows only numpy, pandas and the frameworks, the rest is `not "
+        "recorded`). Of several runs of one framework version, those made in the locked set count first.",
         {"": (ver, False), "package versions that differ among runs": (package_table(data), False)}))
     images = []
     if len(acc) and plot_error_vs_magnitude(acc, out / "error_vs_magnitude.png"):
@@ -659,4 +704,8 @@ def header(data: Data, store: Store) -> str:
             f"({len(runs)} runs; {len(data.accuracy)} accuracy rows, {len(data.timing)} timings). "
             f"Main tables: {vers}."
             + (f" **{len(data.problems)} file(s) or run(s) skipped** (see Skipped)." if data.problems else "")
+            + (" Made outside the lock (constraints/lock-cpu.txt), so used only where no locked run of the same "
+               "framework version covers a configuration: " + "; ".join(f"run {r}: {d}" for r, d in
+                                                                        sorted(data.off_lock.items())) + "."
+               if data.off_lock else "")
             + "\n")

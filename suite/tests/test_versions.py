@@ -221,3 +221,19 @@ def test_report_versions_section_judges_and_lists_package_versions(store, tmp_pa
     md = report.render_md([report.Section("Versions", "", {"": (ver, False), "package versions that differ "
                                                              "among runs": (table, False)})], "")
     assert "### package versions that differ among runs" in md and "not recorded" in md
+
+
+def test_report_main_tables_prefer_the_locked_run_of_a_version(store, tmp_path):
+    """A run made outside the lock (nox -s latest) does not replace the locked run's rows of the same
+    framework version although its id sorts later; it fills in what no locked run covers."""
+    from suite import report
+
+    data = report.load(Store(store), None)
+    assert data.off_lock == {"20260103-newest": "ml-dtypes 0.7.0 (lock 0.6.0)"}
+    assert set(data.accuracy.run_id) == {"20260102-lock"} and set(data.accuracy.verdict) == {"ok"}
+    assert "run 20260103-newest: ml-dtypes 0.7.0 (lock 0.6.0)" in report.header(data, Store(store))
+    alone = report.load(Store(store), ["20260103"])  # no locked run covers it: its rows are used
+    assert set(alone.accuracy.run_id) == {"20260103-newest"}
+    envs = {"r": {"accuracy": {"packages": {"torch": "2.13.0+cpu", "jax": "0.9.2"}}}}  # scipy: not installed
+    pins = {"torch": "2.13.0+cpu", "jax": "0.10.2", "scipy": "1.17.1"}
+    assert report.off_lock(envs, ["r"], pins) == {"r": "jax 0.9.2 (lock 0.10.2)"}
