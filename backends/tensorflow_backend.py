@@ -108,7 +108,7 @@ class Backend(BaseBackend):
     def settings(self):
         tf = self.tf
         return {**super().settings(),
-                "tf.tensor_float_32_execution": tf.config.experimental.is_tensor_float_32_execution_enabled(),
+                "tf.tensor_float_32_execution": tf.config.experimental.tensor_float_32_execution_enabled(),
                 "tf.functions_run_eagerly": tf.config.functions_run_eagerly()}
 
     def restore(self, settings):

@@ -619,19 +619,3 @@ def test_default_store_is_local_and_git_ignored(tmp_path):
         probe = f"{DEFAULT_STORE}/accuracy/backend=numpy/backend_version=1/device=cpu/x.parquet"
         assert subprocess.run(["git", "check-ignore", "-q", probe], cwd=ROOT).returncode == 0
         assert subprocess.run(["git", "check-ignore", "-q", "results/accuracy/x.parquet"], cwd=ROOT).returncode == 1
-
-
-# --- 12. extras take lower bounds; the CPU torch comes from a constraints file ---------------------
-
-def test_extras_use_lower_bounds_and_a_constraints_file():
-    tomllib = pytest.importorskip("tomllib", reason="Python 3.11+ reads pyproject.toml")
-    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    pins = [req for reqs in meta.values() for req in reqs if "==" in req]
-    assert pins == [], pins
-    assert any(r.startswith("torch>=") for r in meta["torch"]) and any(r.startswith("torch>=") for r in meta["all"])
-    constraints = (ROOT / "constraints" / "cpu.txt").read_text()
-    assert "torch==2.13.0" in constraints
-    assert "-c constraints/cpu.txt" in (ROOT / ".ci" / "run").read_text()
-    readme = (ROOT / "README.md").read_text()
-    assert 'pip install -e ".[all]" -c constraints/cpu.txt' in readme
-    assert "--index-url https://download.pytorch.org/whl/cpu" in readme

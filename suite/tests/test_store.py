@@ -77,10 +77,11 @@ def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
 
 
 def test_killed_run_keeps_its_finished_partitions(tmp_path):
-    """numpy's partition is renamed into place before torch starts; SIGKILL during torch leaves it whole."""
+    """numpy's partition is renamed into place before torch starts; SIGKILL during torch leaves it whole
+    (one worker takes the last selected backend first: see suite/workers.make_tasks)."""
     pytest.importorskip("torch")
     store = tmp_path / "store"
-    proc = subprocess.Popen([sys.executable, "-m", "suite", "run", "--backends", "numpy,torch", "--jobs", "1",
+    proc = subprocess.Popen([sys.executable, "-m", "suite", "run", "--backends", "torch,numpy", "--jobs", "1",
                              "--dtypes", "float32", "--cases", "seed,large-vocab", "--store", str(store),
                              "--run-id", "killed", "--no-progress"], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
