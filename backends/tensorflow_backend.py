@@ -105,6 +105,15 @@ class Backend(BaseBackend):
         with self.tf.device(a.device):
             return self.tf.raw_ops.DeepCopy(x=a)  # tf.identity may hand back the same buffer
 
+    def same(self, a, b):
+        tf = self.tf
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        if a.dtype.is_floating:  # bit for bit: NaN == NaN, -0 != +0
+            ints = {2: tf.int16, 4: tf.int32, 8: tf.int64}[a.dtype.size]
+            a, b = tf.bitcast(a, ints), tf.bitcast(b, ints)
+        return bool(tf.reduce_all(tf.equal(a, b)))
+
     def settings(self):
         tf = self.tf
         return {**super().settings(),

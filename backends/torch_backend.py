@@ -107,10 +107,8 @@ class Backend(BaseBackend):
         return bool(torch.equal(a, b))
 
     def settings(self):
-        torch = self.torch
-        tiny = torch.tensor(5e-324, dtype=torch.float64)  # subnormal: zero when denormals are flushed
+        torch = self.torch  # torch.set_flush_denormal: the base class's "denormals flushed"
         return {**super().settings(), "torch.default_dtype": torch.get_default_dtype(),
-                "torch.set_flush_denormal": bool((tiny * 1.0).item() == 0.0),
                 "torch.num_threads": torch.get_num_threads(),
                 "torch.deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
                 "torch.float32_matmul_precision": torch.get_float32_matmul_precision(),
@@ -120,7 +118,6 @@ class Backend(BaseBackend):
         super().restore(settings)
         torch = self.torch
         torch.set_default_dtype(settings["torch.default_dtype"])
-        torch.set_flush_denormal(settings["torch.set_flush_denormal"])
         torch.set_num_threads(settings["torch.num_threads"])
         torch.use_deterministic_algorithms(settings["torch.deterministic_algorithms"])
         torch.set_float32_matmul_precision(settings["torch.float32_matmul_precision"])

@@ -150,11 +150,13 @@ class BaseBackend:
     def settings(self) -> dict[str, Any]:
         """The process-wide settings a call could change that change other rows (read around every call;
         a change is recorded on the row and undone). numpy's error state holds for every backend."""
-        return {"numpy.seterr": np.geterr()}
+        return {"numpy.seterr": np.geterr(), "denormals flushed": _denormals_flushed()}
 
     def restore(self, settings: dict[str, Any]) -> None:
         """Put back what `settings()` read."""
         np.seterr(**settings["numpy.seterr"])
+        if settings["denormals flushed"] != _denormals_flushed():
+            _flush_denormals(settings["denormals flushed"])
 
     def release(self, device: str) -> None:
         """Give cached device memory back between tasks (torch keeps freed GPU blocks for itself)."""
@@ -168,6 +170,26 @@ class BaseBackend:
     def free_memory(self, device: str) -> int:
         """Bytes available for inputs and temporaries on `device` (host RAM by default)."""
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+_TINY, _ONE = np.float64(5e-324), np.float64(1.0)
+
+
+def _denormals_flushed() -> bool:
+    """Whether this thread's FPU flushes subnormals to zero (FTZ/DAZ: torch.set_flush_denormal, a library
+    built with -ffast-math); it changes every framework's results in the thread, numpy's grading too."""
+    with np.errstate(all="ignore"):
+        return bool(_TINY * _ONE == 0.0)
+
+
+def _flush_denormals(on: bool) -> None:
+    """Set FTZ/DAZ back (through torch, the one framework here with a switch for it; without torch the
+    change stays, and is still noted on every row it touches)."""
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_flush_denormal(on)
 
 
 @contextlib.contextmanager

@@ -24,10 +24,11 @@ import pandas as pd
 
 from suite.modes import fill_mode
 from suite.results import ROW_PACKAGES, recorded_packages
-from suite.selection import UsageError
+from suite.selection import UsageError, listed
 from suite.store import atomic_write
 
-VERDICT_RANK = {"ok": 0, "inaccurate": 1, "nonfinite": 2, "wrong_special": 2, "error": 3, "unsupported": 3}
+VERDICT_RANK = {"ok": 0, "inaccurate": 1, "nonfinite": 2, "wrong_special": 2, "mutates_input": 2,
+                "changes_settings": 2, "error": 3, "unsupported": 3}
 ACC_KEY = ["device", "mode", "dtype", "op", "impl", "case", "pass"]  # rows pair within a mode (suite.modes)
 SPEED_KEY = ["device", "mode", "dtype", "op", "impl", "pass", "batch", "vocab"]
 RUN_STATISTICS = {"median": "median_s", "min": "min_s"}  # per-run statistic -> timing column
@@ -67,6 +68,9 @@ class Side:
     # were), and what it says of them at all (older ones: numpy, pandas, the frameworks); empty: not read
     packages: dict[str, dict | None] = field(default_factory=dict)
     known: dict[str, dict] = field(default_factory=dict)
+    # the frameworks the selected runs recorded (env.json), present or not: a partition left out as damaged or
+    # missing must not turn "the same frameworks" into "one each" and pair different frameworks
+    intended: list[str] = field(default_factory=list)
 
     @property
     def run_ids(self) -> list[str]:
@@ -138,6 +142,22 @@ def known_packages(runs: dict[str, dict], run_id: str) -> dict[str, str]:
     return {**out, **(run_packages(runs, run_id) or {})}
 
 
+def recorded_backends(runs: dict[str, dict], run_id: str) -> set[str]:
+    """The frameworks a run's env.json files say it wrote: its `partitions`, else the backends of its
+    `devices` (backend/device), else its `frameworks`; empty when it has no env.json."""
+    out: set[str] = set()
+    for env in runs.get(str(run_id), {}).values():
+        if not isinstance(env, dict):
+            continue
+        if isinstance(env.get("partitions"), dict):
+            out |= {k.split("/", 1)[0].removeprefix("backend=") for k in env["partitions"]}
+        elif isinstance(env.get("devices"), dict) and env["devices"]:
+            out |= {k.split("/", 1)[0] for k in env["devices"]}
+        elif isinstance(env.get("frameworks"), dict):
+            out |= set(env["frameworks"])
+    return out
+
+
 def _version_matches(recorded: str, wanted: str) -> bool:
     """PEP 440 `==`: `torch==2.13.0` matches the local build 2.13.0+cpu; other strings compare as text."""
     from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -156,7 +176,8 @@ def package_runs(runs: dict[str, dict], ids, name: str, version: str) -> list[st
     return [i for i in ids if (v := known_packages(runs, i).get(key)) is not None and _version_matches(v, version)]
 
 
-def resolve(tables: dict[str, pd.DataFrame], selector: str, runs: dict[str, dict] | None = None) -> Side:
+def resolve(tables: dict[str, pd.DataFrame], selector: str, runs: dict[str, dict] | None = None,
+            left_out: dict[str, set[str]] | None = None) -> Side:
     """`backend==version`, `package==version` (every run whose env.json records that version of the package,
     e.g. ml_dtypes==0.6.0; needs `runs`, the store's Store.runs()), `<protocol id>:<arm>` (one side of `suite
     ab`), or run ids (unique prefixes are enough), comma-separated -> that side's rows. A framework's name
@@ -178,7 +199,7 @@ def resolve(tables: dict[str, pd.DataFrame], selector: str, runs: dict[str, dict
         for part in [p.strip() for p in selector.split(",") if p.strip()]:
             found = [i for i in ids if i == part] or [i for i in ids if i.startswith(part)]
             if len(found) > 1:
-                raise UsageError(f"run id prefix {part!r} is ambiguous: {', '.join(found)}")
+                raise UsageError(f"run id prefix {part!r} is ambiguous: {listed(found)}")
             hits += found
         pick = {t: df[df.run_id.isin(hits)] for t, df in tables.items()}
     if all(df.empty for df in pick.values()):
@@ -189,7 +210,15 @@ def resolve(tables: dict[str, pd.DataFrame], selector: str, runs: dict[str, dict
         raise UsageError(f"{selector!r} matches nothing in the store; valid selectors: "
                          f"{', '.join(versions) or '(store is empty)'}; or a run id: {', '.join(ids[-10:])}"
                          f"{packages}")
-    return side(selector, pick["accuracy"], pick["timing"], runs)
+    out = side(selector, pick["accuracy"], pick["timing"], runs)
+    if m and m[1] in backends:
+        out.intended = [m[1]]
+    else:  # whole runs: the frameworks each recorded, or (no env.json) the ones it has rows of, and the
+        # frameworks of its files the store left out (`left_out`: Store.left_out)
+        out.intended = sorted({b for r in out.run_ids for b in (recorded_backends(runs or {}, r) or {
+            str(x) for df in pick.values() for x in df.loc[df.run_id.astype(str) == r, "backend"]})
+            | (left_out or {}).get(r, set())})
+    return out
 
 
 def side(selector: str, accuracy: pd.DataFrame, timing: pd.DataFrame, runs: dict[str, dict] | None = None) -> Side:
@@ -268,12 +297,13 @@ def _key(base: Side, new: Side, key: list[str]) -> list[str]:
     modes = [set(side.accuracy.get("mode", [])) | set(side.timing.get("mode", [])) for side in (base, new)]
     if all(len(m) == 1 for m in modes) and modes[0] != modes[1]:  # e.g. jax (compiled) vs torch (eager)
         key = [k for k in key if k != "mode"]
-    if base.backends == new.backends:
-        return ["backend", *key]
-    if len(base.backends) == 1 and len(new.backends) == 1:
+    intended = [set(side.intended or side.backends) for side in (base, new)]
+    if base.backends == new.backends or intended[0] == intended[1]:  # a side short of a framework it recorded
+        return ["backend", *key]  # (a damaged or missing partition, reported as skipped) only has fewer rows
+    if len(intended[0]) == 1 and len(intended[1]) == 1:
         return key
-    raise UsageError(f"cannot match {base.selector!r} ({', '.join(base.backends)}) with {new.selector!r} "
-                     f"({', '.join(new.backends)}): select the same frameworks on both sides, or one each")
+    raise UsageError(f"cannot match {base.selector!r} ({', '.join(sorted(intended[0]))}) with {new.selector!r} "
+                     f"({', '.join(sorted(intended[1]))}): select the same frameworks on both sides, or one each")
 
 
 def _join(b: pd.DataFrame, n: pd.DataFrame, key: list[str], name: str, result: Result) -> pd.DataFrame:
@@ -445,6 +475,10 @@ def compare(base: Side, new: Side, th: Thresholds) -> Result:
 
 def default_report_path(root: Path, base: str, new: str) -> Path:
     safe = re.sub(r"[^A-Za-z0-9._+-]+", "_", f"{base}_vs_{new}")
+    if len(safe) > 120:  # many run ids per side: a name the file system takes, still telling and unique
+        import hashlib
+
+        safe = f"{safe[:100]}-{hashlib.sha256(safe.encode()).hexdigest()[:12]}"
     return Path(root) / "comparisons" / f"{safe}.md"
 
 

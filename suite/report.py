@@ -114,13 +114,14 @@ def prefer_locked(df: pd.DataFrame, off: dict[str, str] | set[str]) -> pd.DataFr
 def load(store: Store, runs: list[str] | None) -> Data:
     problems: list[str] = []
     raw, newest_run = {}, {}
-    envs = store.runs()
     off: dict[str, str] = {}
     for t in ("accuracy", "timing"):
         df = store.load(t, problems)
         if runs:
             df = df[df.run_id.astype(str).map(lambda r: any(r.startswith(x) for x in runs))]
         raw[t] = df
+    envs = store.runs(problems)  # after the tables, so a malformed env.json is named once
+    for df in raw.values():
         off.update(off_lock(envs, {str(r) for r in df.get("run_id", [])}))
     for t, df in raw.items():
         newest_run[t] = latest(prefer_locked(df, off), ["backend_version",
@@ -144,8 +145,9 @@ def verdict_cell(verdicts: pd.Series) -> str:
         return f"✔ {n}/{n}"
     if int(counts.get("unsupported", 0)) == n:
         return "— unsupported"
-    bad = ", ".join(f"{int(counts[v])} {v}" for v in ("nonfinite", "wrong_special", "inaccurate", "error",
-                                                       "unsupported") if counts.get(v, 0))
+    bad = ", ".join(f"{int(counts[v])} {v}" for v in ("nonfinite", "wrong_special", "mutates_input",
+                                                       "changes_settings", "inaccurate", "error", "unsupported")
+                    if counts.get(v, 0))
     return f"✘ {ok}/{n}: {bad}"
 
 

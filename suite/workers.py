@@ -55,23 +55,33 @@ class Task:
             f" (plug-in {self.group})" if self.group else "")
 
 
-def make_tasks(plan: Plan) -> list[Task]:
+def gpu_present() -> bool:
+    """Whether this machine has a GPU device node (NVIDIA's or AMD's), found without importing a framework."""
+    import glob
+
+    return bool(glob.glob("/dev/nvidia[0-9]*")) or os.path.exists("/dev/kfd")
+
+
+def make_tasks(plan: Plan, gpu: bool | None = None) -> list[Task]:
     """Backend-major, last selected backend first (the longest in the default order: see Lanes); per
-    backend the built-ins, then each plug-in of that framework apart; the GPU apart from the CPU."""
+    backend the built-ins, then each plug-in of that framework apart; where a GPU is `gpu` (default:
+    gpu_present()) and selected, its tasks apart from the CPU's, so that only GPU workers take them
+    (elsewhere one task holds both devices, and the GPU's is skipped with the framework's reason)."""
     out = []
     sources = {p.source: [n for n in plan.impls if (q := plugins.get(n)) is not None and q.source == p.source]
                for name in plan.impls if (p := plugins.get(name)) is not None}
     builtins = [n for n in plan.impls if plugins.get(n) is None]
-    kinds = [d for d in (["cpu"] if "cpu" in plan.devices else []) + (["gpu"] if "gpu" in plan.devices else [])]
+    split = "gpu" in plan.devices and (gpu_present() if gpu is None else gpu)
+    kinds = [[d] for d in plan.devices] if split else [list(plan.devices)]
     for backend in reversed(plan.backends):
         groups = [("", builtins, [])] if builtins else []
         groups += [(src.label, names, [src]) for src, names in sources.items()
                    if plugins.get(names[0]).framework == backend]
         for label, impls, srcs in groups:
-            for device in kinds:
+            for devices in kinds:
                 for dtype in plan.dtypes:
-                    out.append(Task(replace(plan, backends=[backend], dtypes=[dtype], devices=[device], impls=impls,
-                                            plugins=srcs), label, device == "gpu"))
+                    out.append(Task(replace(plan, backends=[backend], dtypes=[dtype], devices=devices, impls=impls,
+                                            plugins=srcs), label, devices == ["gpu"]))
     return out
 
 
@@ -159,13 +169,14 @@ class Supervisor:
         self.timeout = timeout
         self.tasks = make_tasks(plan)
         jobs = max(1, min(jobs, len(self.tasks)))
-        gpu = "gpu" in plan.devices
-        self.slots = [_Slot(i, gpu and i < max(1, gpu_jobs)) for i in range(jobs)]
+        present, gpu = gpu_present(), "gpu" in plan.devices
+        # may hold the GPU: the first gpu_jobs workers when it is selected; every worker where there is none
+        self.slots = [_Slot(i, not present or (gpu and i < max(1, gpu_jobs))) for i in range(jobs)]
         self.lanes = Lanes([t.lane for t in self.tasks], jobs)
         self.rows: dict[int, list[dict]] = {i: [] for i in range(len(self.tasks))}
         self.done: set[int] = set()
-        info.gpu = {"gpu_jobs": sum(s.gpu for s in self.slots), "worker_env": worker_env(gpu=True),
-                    "hidden_from_the_others": HIDE_GPU_ENV}
+        info.gpu = {"gpu_present": present, "gpu_jobs": sum(s.gpu for s in self.slots) if present and gpu else 0,
+                    "worker_env": worker_env(gpu=True), "hidden_from_the_others": HIDE_GPU_ENV}
 
     # ---- processes
 
@@ -199,9 +210,13 @@ class Supervisor:
     # ---- the loop
 
     def run(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
         from multiprocessing.connection import wait
 
         pending = {b: [i for i, t in enumerate(self.tasks) if t.plan.backends == [b]] for b in self.plan.backends}
+        # a backend's partition is written while the loop goes on handing out tasks (a write takes ~1 s);
+        # in order, one at a time; a failed write stops the run
+        writer, writes = ThreadPoolExecutor(1, thread_name_prefix="suite-store"), []
         try:
             while pending:
                 self._hand_out()
@@ -216,13 +231,19 @@ class Supervisor:
                         self._died(slot, f"timed out after {self.timeout:g} s")
                 for backend, ids in list(pending.items()):
                     if all(i in self.done for i in ids):
-                        self.finished(backend, [r for i in ids for r in self.rows.pop(i)])
+                        writes.append(writer.submit(self.finished, backend, [r for i in ids for r in self.rows.pop(i)]))
                         del pending[backend]
+                for write in writes:
+                    if write.done():
+                        write.result()
             for slot in self.slots:  # done: don't wait for the workers' own teardown (~2 s)
                 if slot.process is not None:
                     slot.process.kill()
+            for write in writes:
+                write.result()
         finally:
             self.close()
+            writer.shutdown(wait=True)
 
     def _hand_out(self) -> None:
         for slot in self.slots:

@@ -200,7 +200,7 @@ def test_a_setting_changed_in_a_call_is_flagged_and_put_back(tmp_path):
     same_rows(alone, both[both.impl != "flusher"])
     mine = both[(both.impl == "flusher") & (both.op == "softmax")]
     assert (mine.verdict == "changes_settings").all(), mine.verdict.value_counts()
-    assert mine.message.str.contains("torch.set_flush_denormal False -> True").all()
+    assert mine.message.str.contains("denormals flushed False -> True").all()
     import torch
 
     assert (torch.tensor(5e-324, dtype=torch.float64) * 1.0).item() != 0.0  # put back in this process too
@@ -227,9 +227,9 @@ def test_a_plugins_import_time_setting_does_not_reach_the_builtins(tmp_path):
     assert q.returncode == 0, q.stderr
     both = rows(tmp_path / "b")
     same_rows(rows(tmp_path / "a"), both[both.impl != "flushes_at_import"])
-    assert "flushes_at_import" in q.stdout and "torch.set_flush_denormal False -> True" in q.stdout
+    assert "flushes_at_import" in q.stdout and "denormals flushed False -> True" in q.stdout
     env = json.loads(next((tmp_path / "b" / "runs").glob("*/accuracy.json")).read_text())
-    assert any("set_flush_denormal" in n for n in env["plugin_import_settings"])
+    assert any("denormals flushed False -> True" in n for n in env["plugin_import_settings"])
 
 
 # ---- crashes, hangs, signals -----------------------------------------------------------------------
@@ -329,8 +329,9 @@ def test_plugins_get_tasks_of_their_own(tmp_path):
     plugins.load_all([str(f)], entry_points=False)
     plan = Plan(backends=["numpy", "torch"], devices=["cpu", "gpu"], dtypes=["float32", "float64"], ops=["softmax"],
                 impls=["fused", "mine"], passes=["forward"], cases=SEED)
-    tasks = make_tasks(plan)
+    tasks = make_tasks(plan, gpu=True)
     assert len(tasks) == 3 * 2 * 2  # (numpy built-ins, numpy plug-in, torch built-ins) x devices x dtypes
+    assert len(make_tasks(plan, gpu=False)) == 3 * 2  # no GPU here: one task holds both devices
     assert {t.group for t in tasks if "mine" in t.plan.impls} == {str(f)}
     assert all(t.plan.impls == ["fused"] and not t.plan.plugins for t in tasks if not t.group)
     assert all(t.gpu == (t.plan.devices == ["gpu"]) for t in tasks)
@@ -360,7 +361,8 @@ def test_a_run_records_how_workers_share_the_gpu(tmp_path):
     p = cli("--backends", "numpy", "--ops", "softmax", "--jobs", "1", store=tmp_path / "s", cwd=ROOT)
     assert p.returncode == 0, p.stderr
     env = json.loads(next((tmp_path / "s" / "runs").glob("*/accuracy.json")).read_text())
-    assert env["gpu"]["gpu_jobs"] == 1 and env["gpu"]["worker_env"]["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    assert env["gpu"]["gpu_jobs"] == (1 if env["gpu"]["gpu_present"] else 0)
+    assert env["gpu"]["worker_env"]["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
     assert env["timeout_s"] > 0 and env["worker_failures"] == []
     assert set(env["cpu_seconds"]) == set(env["wall_seconds"])
 
@@ -406,3 +408,12 @@ def test_ctrl_c_at_any_moment_is_one_line_and_exit_130(tmp_path, after):
         assert json.loads(status.read_text())["status"] == "interrupted"
     for f in store.rglob("*.parquet"):  # whatever was kept is whole
         pd.read_parquet(f)
+
+
+def test_the_new_verdicts_are_counted_in_the_report_and_compare_as_defects():
+    from suite.compare import VERDICT_RANK
+    from suite.report import verdict_cell
+
+    cell = verdict_cell(pd.Series(["ok", "mutates_input", "changes_settings", "ok"]))
+    assert cell.startswith("✘ 2/4") and "1 mutates_input" in cell and "1 changes_settings" in cell
+    assert VERDICT_RANK["mutates_input"] > VERDICT_RANK["ok"] and VERDICT_RANK["changes_settings"] > VERDICT_RANK["ok"]
