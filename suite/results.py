@@ -127,7 +127,8 @@ def environment(info, extra: dict | None = None) -> dict:
         "devices": info.devices,
         "threads": info.threads,
         "skipped": info.skipped,
-        "cpu_seconds": info.seconds,
+        "cpu_seconds": getattr(info, "cpu", None) or info.seconds,  # `run`: the workers' process CPU time
+        "isolation_seconds": getattr(info, "isolation", {}),  # copies, checks and settings around each call
         "online_chunk": ONLINE_CHUNK,  # classes per chunk of the `online` implementation
         "malloc_env": {v: os.environ[v] for v in MALLOC_VARS if v in os.environ},  # timings depend on it
         "packages": package_versions(),  # every locked package's installed version (None: not installed)

@@ -104,6 +104,8 @@ class RunInfo:
     notes: list[str] = field(default_factory=list)  # settings a plug-in's import changed (put back)
     failures: list[str] = field(default_factory=list)  # workers that died or were stopped (suite/workers.py)
     gpu: dict = field(default_factory=dict)  # how the workers share a GPU (suite/workers.py)
+    isolation: dict[str, float] = field(default_factory=dict)  # seconds spent copying inputs, checking them
+    # and reading settings around each call, summed over the workers
 
     def add_time(self, key: str, dt: float, cpu: float = 0.0) -> None:
         self.seconds[key] = round(self.seconds.get(key, 0.0) + dt, 3)
@@ -263,6 +265,23 @@ def handed_over(op: str, pass_: str) -> tuple[bool, bool, bool, bool]:
     return True, op in ("cross_entropy", "cross_entropy_mean"), op == "soft_cross_entropy", pass_ == "backward"
 
 
+ISOLATION: dict[str, float] = {"copies": 0.0, "checks": 0.0, "settings": 0.0}  # seconds, this process
+
+
+def _costs(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add the time a function takes to ISOLATION[kind]: what isolating the calls costs a run (env.json)."""
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                ISOLATION[kind] += time.perf_counter() - t0
+        return timed
+    return wrap
+
+
+@_costs("copies")
 def fresh_args(backend: BaseBackend, impl: str, op: str, pass_: str, inp: Inputs) -> tuple[tuple, tuple]:
     """(args, originals): copies that no other call has seen of what this call is handed (None for what it
     is not), and the suite's arrays they were copied from, to check afterwards (`written`)."""
@@ -271,6 +290,7 @@ def fresh_args(backend: BaseBackend, impl: str, op: str, pass_: str, inp: Inputs
     return tuple(None if a is None else backend.copy(a) for a in originals), originals
 
 
+@_costs("copies")
 def fresh_inputs(backend: BaseBackend, inp: Inputs) -> Inputs:
     """A copy of every array of `inp` (one compiled program's arguments)."""
     return replace(inp, x=backend.copy(inp.x), z=backend.copy(inp.z), targets=backend.copy(inp.targets),
@@ -281,6 +301,7 @@ def _all_arrays(inp: Inputs) -> tuple:
     return (inp.x, inp.z, inp.targets, inp.probs, *inp.cotangents.values())
 
 
+@_costs("checks")
 def written(backend: BaseBackend, args: tuple, originals: tuple) -> list[str]:
     """The names of the arguments a finished call changed; one it can no longer be read from (a donated
     JAX buffer) counts as changed."""
@@ -408,13 +429,14 @@ def _changes(before: dict, after: dict) -> str:
 def _watched(backend: BaseBackend, hooks: Hooks, where: tuple, notes: list[str]):
     """Around one implementation call (or one compiled program): the supervisor is told what runs, and
     process settings the call changed are noted and put back, so later calls see the defaults."""
-    before = backend.settings()
+    read = _costs("settings")(backend.settings)
+    before = read()
     hooks.begin(where)
     try:
         yield
     finally:
         hooks.end()
-        after = backend.settings()
+        after = read()
         if after != before:
             notes.append(f"changed process settings: {_changes(before, after)} (put back)")
             backend.restore(before)
@@ -481,6 +503,7 @@ def run_slice(plan: Plan, dtypes: list[str], hooks: Hooks | None = None) -> tupl
     hooks = hooks or Hooks()
     rows: list[dict] = []
     info = RunInfo()
+    start = dict(ISOLATION)
     pairs = targets(plan, info)
     before = {b.name: b.settings() for b, _, _ in pairs}
     plugins.ensure(plan.plugins)
@@ -512,6 +535,7 @@ def run_slice(plan: Plan, dtypes: list[str], hooks: Hooks | None = None) -> tupl
                 hooks.tick(case.name)
     for backend, device, _ in pairs:
         backend.release(device)
+    info.isolation = {k: round(v - start[k], 3) for k, v in ISOLATION.items()}
     return rows, info
 
 
@@ -569,6 +593,8 @@ def _merge(info: RunInfo, other: RunInfo) -> None:
     info.skipped += [s for s in other.skipped if s not in info.skipped]
     info.notes += [n for n in other.notes if n not in info.notes]
     info.failures += other.failures
+    for k, v in other.isolation.items():
+        info.isolation[k] = round(info.isolation.get(k, 0.0) + v, 3)
     for k, v in other.seconds.items():
         info.add_time(k, v, other.cpu.get(k, 0.0))
 
