@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import stat
 import sys
 import time
 from pathlib import Path
@@ -52,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
                          help=f"comma-separated {what} (default: all{' installed' if name == 'backends' else ''})")
     _modes_option(run)
     run.add_argument("--case-file", action="append", metavar="F.npz",
-                     help="your own logits (npz: logits, optional targets, temperature)")
+                     help="your own logits (npz: logits, optional targets, temperature); one file per option "
+                          "(repeat it for several; a path is never split at a comma)")
     _store_args(run)
     _plugin_option(run)
     run.add_argument("--jobs", type=int, default=None, metavar="N",
@@ -145,13 +147,16 @@ def _plugin_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plugin", action="append", metavar="FILE.py|module",
                    help="grade an implementation from outside the suite (repeatable; README: Plug-ins); "
                         "installed packages' entry points (softmax_suite.plugins) load too")
+    p.add_argument("--no-entry-points", action="store_true",
+                   help="load no installed package's plug-in (entry points, softmax_suite.plugins); a broken one "
+                        "is otherwise a warning and left out, unless --impls names it")
 
 
 def _plugins(args: argparse.Namespace, names: list[str], default: list[str]) -> tuple[list[str], list]:
     """--impls with the plug-ins (loaded and checked first) as choices and in the default."""
     from suite import plugins
 
-    found = plugins.load_all(args.plugin)
+    found = plugins.load_all(args.plugin, entry_points=not args.no_entry_points, wanted=split_list(args.impls))
     extra = [p.name for p in found]
     impls = choose("impls", split_list(args.impls), [*IMPLS, *extra], [*default, *extra])
     idle = [p for p in found if p.name in impls and p.framework not in names]
@@ -182,6 +187,7 @@ class _Writes:
                      "command": sys.argv, **meta}
         self.status = store.claim(table, run_id, shard, self.meta)
         self.written: list[Path] = []
+        self.rows: dict[str, int] = {}  # partition (relative to <store>/<table>) -> rows: env.json's `partitions`
 
     def kept(self) -> str:
         return _written(self.store, self.written)
@@ -218,13 +224,14 @@ class _Writes:
 
     def partitions(self, df) -> None:
         try:
-            self.store.write_table(self.table, df, self.run_id, self.shard, self.written)
+            self.store.write_table(self.table, df, self.run_id, self.shard, self.written, self.rows)
         except OSError as exc:
             raise self.fail(exc) from None
 
     def complete(self, env: dict) -> Path:
         try:
-            return self.store.write_meta(self.run_id, self.table + self.shard.suffix, {**env, "status": "complete"})
+            return self.store.write_meta(self.run_id, self.table + self.shard.suffix,
+                                         {**env, "partitions": dict(self.rows), "status": "complete"})
         except OSError as exc:
             raise self.fail(exc) from None
 
@@ -253,7 +260,7 @@ def _plan(args: argparse.Namespace):
     impls, used = _plugins(args, names, list(IMPLS))
     passes = choose("passes", split_list(args.passes), PASSES, PASSES)
     devices = choose("devices", split_list(args.devices), DEVICES, DEVICES)
-    files = split_list(args.case_file) or []
+    files = list(args.case_file or [])  # one path per --case-file: a path may hold a comma
     user = [load_case_file(f) for f in files]
     asked = split_list(args.cases)
     cases = ([] if user and asked is None else select_cases(asked)) + user
@@ -416,13 +423,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
                     statistic=args.statistic)
     th.check()
     store = _readable_store(args.store)
+    out = Path(args.out) if args.out else default_report_path(store.root, args.base, args.new)
+    where = f"--out {args.out!r}" if args.out else \
+        f"the comparison file {str(out)!r} (in the store; --out FILE.md writes it elsewhere)"
+    _check_out_file(out, where)  # before the work: a read-only store or a bad --out loses nothing
     problems: list[str] = []
     tables = {t: store.load(t, problems) for t in ("accuracy", "timing")}
+    runs = store.runs(problems)  # each run's env.json: package selectors (ml_dtypes==0.6.0), package versions
     for p in problems:
         print(f"warning: skipped {p}", file=sys.stderr)
     try:
-        runs = store.runs()  # each run's env.json: package selectors (ml_dtypes==0.6.0), package versions
-        base, new = resolve(tables, args.base, runs), resolve(tables, args.new, runs)
+        base, new = (resolve(tables, sel, runs, store.left_out) for sel in (args.base, args.new))
     except UsageError as exc:
         raise UsageError(f"{exc}{f' ({len(problems)} skipped file(s) or run(s) listed above)' if problems else ''}"
                          ) from None
@@ -431,14 +442,48 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if problems:
         md += (f"\n## Skipped ({len(problems)})\n\nThese files or runs could not be used, so the comparison "
                "may be missing rows:\n\n" + "".join(f"- {p}\n" for p in problems))
-    out = Path(args.out) if args.out else default_report_path(store.root, args.base, args.new)
-    atomic_write(out, lambda tmp: tmp.write_text(md, encoding="utf-8"))
-    csv = write_csv(result, out)
+    try:
+        atomic_write(out, lambda tmp: tmp.write_text(md, encoding="utf-8"))
+        csv = write_csv(result, out)
+    except OSError as exc:
+        print(md)
+        raise StoreWriteError(f"writing {where} failed ({os_reason(exc)}); the comparison is printed above") from None
     print(md)
     print(f"-> {out}, {csv.name}")
     if result.regressions:
         return EXIT_REGRESSION
     return EXIT_SKIPPED if problems else EXIT_OK
+
+
+def _check_out_file(out: Path, where: str) -> None:
+    """An output file: not a directory, a name the file system takes, in a place that takes a new file; a usage
+    error now rather than a failure after the work (naming the path given, never a temporary file's)."""
+    try:
+        if out.is_dir():
+            raise UsageError(f"{where} is a directory; give a file name, e.g. {str(out / 'comparison.md')!r}")
+        limit = os.pathconf(out.parent, "PC_NAME_MAX") if out.parent.is_dir() else 255
+    except OSError as exc:
+        raise UsageError(f"{where} cannot be used: {os_reason(exc)}") from None
+    if len(os.fsencode(out.with_suffix(".csv").name)) > limit or len(os.fsencode(out.name)) > limit:
+        raise UsageError(f"{where}: the file name is longer than the file system allows ({limit} bytes); "
+                         "choose a shorter one")
+    _check_place(out.parent, where)
+
+
+def _check_place(folder: Path, where: str) -> None:
+    """`folder` (or, while it does not exist, its nearest existing parent, where it would be made) takes a new
+    file; nothing is left behind."""
+    from suite.store import partial_prefix
+
+    try:
+        up = next((a for a in [folder, *folder.parents] if os.path.lexists(a)), Path("."))
+        if not up.is_dir():
+            raise UsageError(f"{where} cannot be written: {str(up)!r} is not a directory")
+        probe = up / f"{partial_prefix()}probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"{where} is not writable: {os_reason(exc)}; choose a writable place") from None
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -450,10 +495,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     store = _readable_store(args.store)
     out = Path(args.out) if args.out else store.root / "report"
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {str(out)!r} exists and is not a directory")
+    where = f"--out {args.out!r}" if args.out else \
+        f"the report directory {str(out)!r} (the default --out, in the store; --out DIR writes it elsewhere)"
+    if os.path.lexists(out) and not out.is_dir():
+        raise UsageError(f"{where} exists and is not a directory")
+    _check_place(out, where)  # before the work
     data = report.load(store, split_list(args.runs))
-    Store(out).check_writable()  # before the work, and clears a killed report's leftovers
+    Store(out).check_writable(where)  # makes it, and clears a killed report's leftovers
     for p in data.problems:
         print(f"warning: skipped {p}", file=sys.stderr)
     tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(), dir=out))
@@ -477,7 +525,13 @@ def _readable_store(path: str):
     from suite.store import Store
 
     store = Store(path)
-    if not store.root.is_dir():
+    try:
+        usable = stat.S_ISDIR(os.stat(store.root).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        usable = False
+    except OSError as exc:  # a name too long, a loop of links: bad input, not a failed write
+        raise UsageError(f"--store {path!r} cannot be used: {os_reason(exc)}") from None
+    if not usable:
         raise UsageError(f"--store {path!r} is not a directory; a store is written by `python -m suite run` and "
                          f"`python -m suite bench` (default: {DEFAULT_STORE}; the published store: {PUBLISHED_STORE})")
     return store

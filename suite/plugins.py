@@ -99,10 +99,16 @@ def source_of(ref: str) -> Source:
 
 
 def entry_point_sources() -> list[Source]:
-    """Every plug-in installed packages register in the entry-point group `softmax_suite.plugins`."""
+    """Every plug-in installed packages register in the entry-point group `softmax_suite.plugins`, each
+    labelled with the package (distribution) that registers it."""
     eps = importlib.metadata.entry_points(group=GROUP)
-    return [Source(ref=ep.value, default_name=ep.name, label=f"entry point {ep.name} = {ep.value} ({GROUP})")
-            for ep in eps]
+    out = []
+    for ep in eps:
+        dist = getattr(ep, "dist", None)
+        pkg = f"package {dist.name} {dist.version}" if dist is not None else "package unknown"
+        out.append(Source(ref=ep.value, default_name=ep.name, label=f"entry point {ep.name} = {ep.value} "
+                          f"({pkg}, group {GROUP})"))
+    return out
 
 
 def _import(src: Source) -> Any:
@@ -185,13 +191,41 @@ def register(plugins: list[Plugin]) -> None:
         _REGISTRY[p.name] = p
 
 
-def load_all(refs: list[str] | None, entry_points: bool = True) -> list[Plugin]:
-    """--plugin values (files or modules) and, by default, the installed entry points; registered."""
+def load_all(refs: list[str] | None, entry_points: bool = True, wanted: list[str] | None = None,
+             warnings: list[str] | None = None) -> list[Plugin]:
+    """--plugin values (files or modules) and, by default, the installed entry points; registered.
+
+    A --plugin that fails stops the run (a UsageError). A broken entry point does only if its name is in
+    `wanted` (--impls asked for it); otherwise it is left out with one line in `warnings` naming its package
+    (printed to stderr when `warnings` is None), so one bad installed package cannot stop every run."""
     sources = list(dict.fromkeys(source_of(r) for r in (refs or [])))
-    if entry_points:
-        sources += [s for s in entry_point_sources() if s not in sources]
     found = [load(s) for s in sources]
     register(found)
+    if not entry_points:
+        return found
+    notes: list[str] = []
+    try:
+        eps = [s for s in entry_point_sources() if s not in sources]
+    except Exception as exc:  # noqa: BLE001 - broken package metadata
+        eps = []
+        notes.append(f"the installed entry points ({GROUP}) cannot be listed ({type(exc).__name__}: "
+                     f"{' '.join(str(exc).split())[:160]}); none is loaded")
+    for src in eps:
+        try:
+            plugin = load(src)
+            register([plugin])
+        except UsageError as exc:
+            if wanted and src.default_name in wanted:
+                raise
+            notes.append(f"{' '.join(str(exc).split())[:300]}; left out (the run goes on without it; "
+                         "--no-entry-points skips every entry point)")
+            continue
+        found.append(plugin)
+    if warnings is None:
+        for n in notes:
+            print(f"warning: {n}", file=sys.stderr)
+    else:
+        warnings += notes
     return found
 
 

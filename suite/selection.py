@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -20,6 +21,13 @@ def split_list(values: Iterable[str] | None) -> list[str] | None:
         return None
     out = [v.strip() for item in values for v in item.split(",") if v.strip()]
     return out
+
+
+def listed(items: Iterable[str], most: int = 5) -> str:
+    """'a, b, c, d, e and 19,995 more': one-line errors stay short however many names a file holds."""
+    items = list(items)
+    more = f" and {len(items) - most:,} more" if len(items) > most else ""
+    return ", ".join(items[:most]) + more
 
 
 def choose(kind: str, asked: list[str] | None, valid: Sequence[str], default: Sequence[str]) -> list[str]:
@@ -89,11 +97,11 @@ def _npz_arrays(p: Path, where: str) -> dict[str, tuple[tuple[int, ...], np.dtyp
                          ) from None
     objects = [k for k, (_, d) in out.items() if d.hasobject]
     if objects:
-        raise UsageError(f"{where}: {', '.join(map(repr, objects))} holds Python objects; only numeric arrays are "
+        raise UsageError(f"{where}: {listed(map(repr, objects))} holds Python objects; only numeric arrays are "
                          "read (pickles are never loaded)")
     values = sum(int(np.prod(shape, dtype=np.float64)) for shape, _ in out.values())
     if values > MAX_CASE_VALUES:
-        sizes = ", ".join(f"{k} {'x'.join(map(str, sh)) or 'scalar'} {d}" for k, (sh, d) in out.items())
+        sizes = listed(f"{k} {'x'.join(map(str, sh)) or 'scalar'} {d}" for k, (sh, d) in out.items())
         raise UsageError(f"{where} declares {values:,} values ({sizes}); the limit is {MAX_CASE_VALUES:,} "
                          "values per case file: split it into several files")
     return out
@@ -103,8 +111,17 @@ def load_case_file(path: str) -> Case:
     """An .npz with `logits` (classes last), optional `targets` and `temperature` (and `probs`)."""
     p = Path(path)
     where = f"case file {path!r}"
-    if not p.is_file():
-        raise UsageError(f"{where} does not exist")
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise UsageError(f"{where} does not exist") from None
+    except OSError as exc:
+        raise UsageError(f"{where} cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if not stat.S_ISREG(mode):
+        kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a socket"
+                if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special")
+        link = ", through a symbolic link" if p.is_symlink() else ""
+        raise UsageError(f"{where} is not a regular file ({kind}{link})")
     _npz_arrays(p, where)  # refuses before decompressing anything
     try:
         with np.load(p, allow_pickle=False) as data:
@@ -114,11 +131,12 @@ def load_case_file(path: str) -> Case:
                          f"{' '.join(str(exc).split())[:200]})") from None
     allowed = {"logits", "targets", "temperature", "probs"}
     if "logits" not in arrays:
-        raise UsageError(f"{where} has no 'logits' array (found: {', '.join(arrays) or 'nothing'}); "
+        raise UsageError(f"{where} has no 'logits' array (found: {listed(arrays) or 'nothing'}); "
                          f"expected keys: logits, optional targets, temperature, probs")
     extra = set(arrays) - allowed
     if extra:
-        raise UsageError(f"{where} has unexpected arrays {sorted(extra)}; allowed: {sorted(allowed)}")
+        raise UsageError(f"{where} has unexpected arrays {listed(map(repr, sorted(extra)))}; "
+                         f"allowed: {', '.join(sorted(allowed))}")
     logits = arrays["logits"]
     if logits.dtype.kind not in "fiu" or logits.ndim == 0 or logits.shape[-1] == 0 or logits.size == 0:
         raise UsageError(f"{where}: 'logits' must be a real array with at least one row and one class on its "

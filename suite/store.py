@@ -210,17 +210,54 @@ def schema_problems(table: str, schema) -> list[str]:
     return out
 
 
+# fields of env.json that the readers use, and the JSON type each must have
+_ENV_FIELDS = {"status": str, "error": str, "host": str, "pid": int, "rows": int, "frameworks": dict,
+               "devices": dict, "packages": dict, "partitions": dict}
+_JSON_NAMES = {dict: "an object", list: "an array", str: "a string", int: "an integer", float: "a number",
+               bool: "a boolean", type(None): "null"}
+
+
+def _json_kind(value) -> str:
+    return _JSON_NAMES.get(type(value), type(value).__name__)
+
+
+def env_problem(meta) -> str:
+    """'' for a usable env.json; else what is wrong with it ('not a JSON object but an array', ...)."""
+    if not isinstance(meta, dict):
+        return f"not a JSON object but {_json_kind(meta)}"
+    for name, want in _ENV_FIELDS.items():
+        value = meta.get(name)
+        if name in meta and (not isinstance(value, want) or isinstance(value, bool) and want is int):
+            return f"its {name!r} is {_json_kind(value)}, expected {_JSON_NAMES[want]}"
+    parts = meta.get("partitions", {})
+    bad = [k for k, v in parts.items() if not isinstance(v, int) or isinstance(v, bool) or v < 0]
+    if bad:
+        return f"its 'partitions' records no row count for {bad[0]!r}"
+    return ""
+
+
+def _listed(items: Sequence[str], most: int = 3) -> str:
+    """'a, b, c and 17 more': a one-line error stays short however many names there are."""
+    items = list(items)
+    more = f" and {len(items) - most} more" if len(items) > most else ""
+    return ", ".join(items[:most]) + more
+
+
 class Store:
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        # run id -> the backends of its files that `load` left out (damaged, missing): a reader pairing runs by
+        # framework (compare) counts them as the run's, so one lost partition never pairs different frameworks
+        self.left_out: dict[str, set[str]] = {}
 
-    def check_writable(self) -> None:
+    def check_writable(self, where: str | None = None) -> None:
         """A usage error now rather than a failure after the run: create the store and write (and
-        remove) a probe file in it; then clear temporary files that killed runs left behind."""
-        where = f"--store {str(self.root)!r}"
-        if self.root.exists() and not self.root.is_dir():
-            raise UsageError(f"{where} exists and is not a directory")
+        remove) a probe file in it; then clear temporary files that killed runs left behind. `where` names
+        the directory as the user gave it (default: --store '<root>')."""
+        where = where or f"--store {str(self.root)!r}"
         try:
+            if self.root.exists() and not self.root.is_dir():
+                raise UsageError(f"{where} exists and is not a directory")
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"{where} cannot be created: {os_reason(exc)}; choose a writable directory") from None
@@ -266,9 +303,10 @@ class Store:
         return self.root.joinpath(table, *parts, f"{run_id}{shard.suffix}.parquet")
 
     def write_table(self, table: str, df: pd.DataFrame, run_id: str, shard: Shard = Shard(),
-                    paths: list[Path] | None = None) -> list[Path]:
+                    paths: list[Path] | None = None, counts: dict[str, int] | None = None) -> list[Path]:
         """One file per (backend, backend_version, device) in `df`, each renamed into place when whole
-        (and appended to `paths` then, so a caller knows what was kept if a later one fails)."""
+        (and appended to `paths` then, so a caller knows what was kept if a later one fails; `counts` gets
+        its rows under its path relative to <root>/<table>, which the run's env.json records as `partitions`)."""
         paths = [] if paths is None else paths
         df = df.assign(run_id=run_id)
         for (backend, version, device), part in df.groupby(list(PARTITIONS), sort=False):
@@ -276,6 +314,8 @@ class Store:
             body = part.drop(columns=list(PARTITIONS)).reset_index(drop=True)
             atomic_write(path, lambda tmp, body=body: body.to_parquet(tmp, index=False, write_page_checksum=True))
             paths.append(path)
+            if counts is not None:
+                counts[path.relative_to(self.root / table).as_posix()] = len(body)
         return paths
 
     def meta_path(self, run_id: str, name: str) -> Path:
@@ -340,17 +380,29 @@ class Store:
                              f"cannot mix with this one ({why}); {hint}")
         return path
 
-    def status(self, run_id: str, name: str) -> tuple[str, str]:
-        """('complete', '') or (status, why) for `runs/<run_id>/<name>.json`; runs written before
-        status files existed have none and count as complete."""
+    def read_env(self, run_id: str, name: str) -> tuple[dict | None, str]:
+        """(env, '') for `runs/<run_id>/<name>.json`; (None, '') when there is none; (None, why) when it is
+        unreadable or malformed (not a JSON object, or a field the readers use has the wrong type)."""
         path = self.meta_path(run_id, name)
         try:
             meta = json.loads(path.read_text())
         except FileNotFoundError:
-            return "complete", ""
+            return None, ""
         except (OSError, ValueError) as exc:
-            return "unknown", f"its status file {path} is unreadable ({type(exc).__name__})"
-        st = meta.get("status", "complete") if isinstance(meta, dict) else "unknown"
+            return None, f"its env file {path} is unreadable ({type(exc).__name__})"
+        why = env_problem(meta)
+        return (None, f"its env file {path} is malformed: {why}") if why else (meta, "")
+
+    def status(self, run_id: str, name: str) -> tuple[str, str]:
+        """('complete', '') or (status, why) for `runs/<run_id>/<name>.json`; runs written before
+        status files existed have none and count as complete."""
+        path = self.meta_path(run_id, name)
+        meta, why = self.read_env(run_id, name)
+        if why:
+            return "unusable", why
+        if meta is None:
+            return "complete", ""
+        st = meta.get("status", "complete")
         if st == "complete":
             return st, ""
         if st == "running" and meta.get("host") == _HOST and isinstance(meta.get("pid"), int):
@@ -358,6 +410,15 @@ class Store:
             return st, (f"its process {meta['pid']} is gone: it was killed or crashed" if gone
                         else f"still running as process {meta['pid']}")
         return st, str(meta.get("error", "")) or f"status {st!r} in {path}"
+
+    def env_files(self, table: str) -> dict[tuple[str, str], Path]:
+        """(run id, shard suffix) -> its env file `runs/<run_id>/<table>[.shard-i-of-n].json`."""
+        out = {}
+        for p in sorted((self.root / "runs").glob(f"*/{table}*.json")):
+            rest = p.stem[len(table):]
+            if rest == "" or re.fullmatch(r"\.shard-\d+-of-\d+", rest):
+                out[p.parent.name, rest] = p
+        return out
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -370,14 +431,20 @@ class Store:
 
     def load(self, table: str, problems: list[str] | None = None) -> pd.DataFrame:
         """Every readable file of `table` from complete runs, partition columns included; `problems`
-        gets one line per skipped file (path and reason) and per incomplete run. Rows of runs written before
-        the `mode` column existed get the mode they ran in (suite.modes.fill_mode)."""
+        gets one line per skipped file (path and reason), per incomplete run and per partition a run
+        recorded that is missing. Each file is checked against what its run recorded: the rows its
+        env.json records for it (`partitions`; an older env.json: the run's total `rows`, and a partition
+        for each backend/device it lists under `devices`), and the row count in the file's own metadata
+        (the footer has no checksum: a flipped bit in a row group's count drops rows silently). Rows of runs
+        written before the `mode` column existed get the mode they ran in (suite.modes.fill_mode)."""
         import pyarrow.parquet as pq
 
         problems = [] if problems is None else problems
-        frames = []
+        frames: dict[tuple[str, str], list] = {}  # (run id, shard suffix) -> its loaded frames
+        seen: dict[tuple[str, str], set[tuple[str, str]]] = {}  # -> (backend, device) of its files, loaded or not
         incomplete: dict[tuple[str, str], list[Path]] = {}
         statuses: dict[tuple[str, str], tuple[str, str]] = {}
+        envs: dict[tuple[str, str], dict | None] = {}
         for path in self.files(table):
             rel = path.relative_to(self.root / table)
             keys = [p.split("=", 1) for p in rel.parts[:-1]]
@@ -387,49 +454,115 @@ class Store:
                                 "<run_id>.parquet)")
                 continue
             stem = _STEM.fullmatch(path.stem)
-            run_id, suffix = stem["run"], stem["suffix"] or ""
-            if (run_id, suffix) not in statuses:
-                statuses[run_id, suffix] = self.status(run_id, table + suffix)
-            st, why = statuses[run_id, suffix]
+            run = run_id, suffix = stem["run"], stem["suffix"] or ""
+            if run not in statuses:
+                statuses[run] = self.status(run_id, table + suffix)
+                envs[run] = self.read_env(run_id, table + suffix)[0]
+            st, why = statuses[run]
             if st != "complete":
                 incomplete.setdefault((f"{run_id}{suffix}", f"{st}: {why}"), []).append(path)
                 continue
+            seen.setdefault(run, set()).add((keys[0][1], keys[2][1]))
             try:
                 arrow = pq.read_table(path, page_checksum_verification=True)
+                meta = pq.read_metadata(path)
                 missing = [c for c in REQUIRED[table] if c not in arrow.schema.names]
                 wrong = schema_problems(table, arrow.schema) + _footer_problems(arrow.schema)
                 df = None if missing or wrong else arrow.to_pandas()
             except Exception as exc:  # noqa: BLE001 - truncated, not parquet, bit rot: skip it
-                problems.append(f"{path}: unreadable ({type(exc).__name__}: {_first_line(exc)})")
-                continue
-            if missing:
-                problems.append(f"{path}: foreign file (no column {', '.join(missing)})")
-                continue
-            if wrong:
-                problems.append(f"{path}: wrong column types ({'; '.join(wrong)})")
+                why = f"unreadable ({type(exc).__name__}: {_first_line(exc)})"
+            else:
+                why = (f"foreign file (no column {', '.join(missing)})" if missing
+                       else f"wrong column types ({'; '.join(wrong)})" if wrong else "")
+                counted = "" if why else self._row_problem(arrow.num_rows, meta, rel.as_posix(), envs[run])
+                why = why or (f"{counted}; skipped" if counted else "")
+            if why:
+                problems.append(f"{path}: {why}")
+                self.left_out.setdefault(run_id, set()).add(keys[0][1])
                 continue
             for k, v in keys:
                 df[k] = v
-            frames.append(df)
+            frames.setdefault(run, []).append(df)
         for (run, why), paths in incomplete.items():
-            problems.append(f"run {run} ({table}) is incomplete ({why}); its {len(paths)} file(s) "
-                            f"{table}/*/*/*/{run}.parquet are skipped (rerun under a new id)")
+            if why.startswith("unusable: "):
+                problems.append(f"run {run} ({table}): {why.removeprefix('unusable: ')}; its {len(paths)} file(s) "
+                                f"{table}/*/*/*/{run}.parquet are skipped (fix or remove the env file)")
+            else:
+                problems.append(f"run {run} ({table}) is incomplete ({why}); its {len(paths)} file(s) "
+                                f"{table}/*/*/*/{run}.parquet are skipped (rerun under a new id)")
+        self._missing_partitions(table, statuses, seen, frames, problems)
         import pandas as pd
 
         from suite.modes import fill_mode
 
-        if not frames:  # every column the readers use, so a store holding only the other table still reports
+        frames_ = [df for run in frames.values() for df in run]
+        if not frames_:  # every column the readers use, so a store holding only the other table still reports
             return pd.DataFrame(columns=list(dict.fromkeys([*PARTITIONS, *REQUIRED[table], *SCHEMA[table]])))
-        df = fill_mode(pd.concat(frames, ignore_index=True))
+        df = fill_mode(pd.concat(frames_, ignore_index=True))
         first = [*PARTITIONS, "mode"]
         return df[first + [c for c in df.columns if c not in first]]
 
-    def runs(self) -> dict[str, dict]:
-        """run_id -> {table name: env dict} from runs/<run_id>/*.json (unreadable files are skipped)."""
+    @staticmethod
+    def _row_problem(rows: int, meta, rel: str, env: dict | None) -> str:
+        """Why a file's `rows` (as read) disagree with its own metadata or with its run's env.json ('' if not)."""
+        groups = sum(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+        if not rows == groups == meta.num_rows:
+            return (f"{rows} rows read, but the file's metadata says {meta.num_rows} (its row groups: {groups}): "
+                    "a damaged footer")
+        parts = (env or {}).get("partitions")
+        if parts is None:
+            return ""
+        if rel not in parts:
+            return "its run's env.json does not list this partition among those it wrote"
+        if parts[rel] != rows:
+            return f"{rows} rows read, but its run's env.json records {parts[rel]} (a damaged or replaced file)"
+        return ""
+
+    def _missing_partitions(self, table: str, statuses: dict, seen: dict, frames: dict, problems: list[str]) -> None:
+        """Partitions a complete run recorded that are not there (deleted, moved); and, for an env.json from
+        before per-partition counts, a run whose rows do not add up to the `rows` it recorded (left out whole)."""
+        for run, path in self.env_files(table).items():
+            run_id, suffix = run
+            st, _ = statuses[run] if run in statuses else self.status(run_id, table + suffix)
+            env = self.read_env(run_id, table + suffix)[0]
+            if st != "complete" or env is None:
+                continue  # an incomplete or unusable run is reported as such (if it has files at all)
+            name = f"run {run_id}{suffix} ({table})"
+            if isinstance(env.get("partitions"), dict):
+                gone = [k for k in env["partitions"] if not (self.root / table / k).is_file()]
+                for k in gone:
+                    self.left_out.setdefault(run_id, set()).add(k.split("/", 1)[0].removeprefix("backend="))
+                if gone:
+                    problems.append(f"{name}: {len(gone)} partition(s) its env.json records are missing: "
+                                    f"{_listed([f'{table}/{k}' for k in gone])}; the rest of the run is used")
+                continue
+            want = {tuple(k.split("/", 1)) for k in (env.get("devices") or {}) if "/" in k}
+            gone = sorted(f"{b}/{d}" for b, d in want - seen.get(run, set()))
+            for g in gone:
+                self.left_out.setdefault(run_id, set()).add(g.split("/", 1)[0])
+            if gone:
+                problems.append(f"{name}: no partition for {_listed(gone)}, which its env.json {path} records it "
+                                "ran; the rest of the run is used")
+                continue
+            if isinstance(env.get("rows"), int) and run in frames and len(frames[run]) == len(seen.get(run, ())):
+                got = sum(len(df) for df in frames[run])
+                if got != env["rows"]:
+                    del frames[run]
+                    problems.append(f"{name}: its files hold {got} rows, but its env.json records {env['rows']}; "
+                                    "the whole run is skipped")
+
+    def runs(self, problems: list[str] | None = None) -> dict[str, dict]:
+        """run_id -> {table name: env dict} from runs/<run_id>/*.json; an unreadable or malformed file is
+        skipped, and named in `problems` unless a line there names it already (Store.load's)."""
         out: dict[str, dict] = {}
         for path in sorted((self.root / "runs").glob("*/*.json")):
             try:
-                out.setdefault(path.parent.name, {})[path.stem] = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
+                meta = json.loads(path.read_text())
+                why = env_problem(meta)
+            except (OSError, ValueError) as exc:
+                why = f"unreadable ({type(exc).__name__})"
+            if not why:
+                out.setdefault(path.parent.name, {})[path.stem] = meta
+            elif problems is not None and not any(str(path) in p for p in problems):
+                problems.append(f"{path}: env file {why}; skipped (the run's package versions are unknown)")
         return out
