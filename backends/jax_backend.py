@@ -121,8 +121,16 @@ class Backend(BaseBackend):
     def put_targets(self, a, device):
         return self.jax.device_put(np.asarray(a, dtype=np.int64), self._device(device))
 
+    def hands_copies(self, mode):
+        """Arrays are immutable; a call outside jit could still donate one (jax.jit(donate_argnums)), which
+        deletes it. Inside the suite's compiled programs nothing can be donated or written."""
+        return mode != "compiled"
+
     def copy(self, a):
         return self.jnp.array(a, copy=True)  # a buffer of its own: a plug-in may donate what it gets
+
+    def same(self, a, b):
+        return not a.is_deleted()  # immutable: donation (deletion) is the only change a call can make
 
     _SETTINGS = ("jax_enable_x64", "jax_default_matmul_precision", "jax_numpy_dtype_promotion",
                  "jax_numpy_rank_promotion", "jax_debug_nans", "jax_disable_jit")

@@ -101,6 +101,11 @@ class Backend(BaseBackend):
         with self.tf.device(self._dev(device)):
             return self.tf.constant(np.asarray(a, dtype=np.int64))
 
+    def hands_copies(self, mode):
+        """A tf.Tensor has no in-place operation: ops return new tensors and .numpy() is a copy
+        (suite/tests/test_containment.py tries it), so every call may be handed the same tensor."""
+        return False
+
     def copy(self, a):
         with self.tf.device(a.device):
             return self.tf.raw_ops.DeepCopy(x=a)  # tf.identity may hand back the same buffer

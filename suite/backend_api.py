@@ -135,6 +135,12 @@ class BaseBackend:
         """A device-to-device copy of `src` (STREAM copy), for the bandwidth that timings are judged by."""
         raise NotImplementedError
 
+    def hands_copies(self, mode: str) -> bool:
+        """Whether an implementation call in `mode` could write into (or donate) what it is handed, so it
+        gets copies of its own, checked afterwards. False only where the framework's arrays cannot be
+        changed in place by the call at all (TensorFlow's tensors; JAX inside a compiled program)."""
+        return True
+
     def copy(self, a: Array) -> Array:
         """A fresh array holding a's bits on a's device: what one implementation call gets, so a call that
         writes into its input (or donates it) harms only its own row."""

@@ -282,12 +282,19 @@ def _costs(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
 
 @_costs("copies")
-def fresh_args(backend: BaseBackend, impl: str, op: str, pass_: str, inp: Inputs) -> tuple[tuple, tuple]:
+def fresh_args(backend: BaseBackend, impl: str, op: str, pass_: str, inp: Inputs,
+               mode: str = "eager") -> tuple[tuple, tuple]:
     """(args, originals): copies that no other call has seen of what this call is handed (None for what it
-    is not), and the suite's arrays they were copied from, to check afterwards (`written`)."""
-    originals = tuple(a if used else None for a, used in zip(step_args(impl, op, inp), handed_over(op, pass_),
-                                                              strict=True))
-    return tuple(None if a is None else backend.copy(a) for a in originals), originals
+    is not), and the suite's arrays they were copied from, to check afterwards (`written`); the suite's
+    own arrays where the framework's cannot be changed by a call (backend.hands_copies)."""
+    originals = tuple(a if u else None for a, u in zip(step_args(impl, op, inp), handed_over(op, pass_),
+                                                        strict=True))
+    if not backend.hands_copies(mode):
+        return originals, originals
+    args = tuple(None if a is None else backend.copy(a) for a in originals[:3])
+    # numpy's backward is the suite's analytic VJP: the implementation never sees the cotangent
+    g = originals[3] if originals[3] is None or not backend.autodiff else backend.copy(originals[3])
+    return (*args, g), originals
 
 
 @_costs("copies")
@@ -309,7 +316,7 @@ def written(backend: BaseBackend, args: tuple, originals: tuple) -> list[str]:
     names = ARGS if len(args) == len(ARGS) else ("x", "z", "targets", "probs", *(f"cotangent {i}" for i in
                                                                              range(len(args) - 4)))
     for name, a, o in zip(names, args, originals, strict=True):
-        if a is None:
+        if a is None or a is o:  # not handed, or not copied (backend.hands_copies)
             continue
         try:
             same = backend.same(a, o)
@@ -335,12 +342,12 @@ def compute(backend: BaseBackend, impl: str, op: str, pass_: str, inp: Inputs, m
     as a framework array, its compile time (NaN in eager mode) and what it was handed."""
     mode = mode or backend.default_mode
     fn = compiled_step(backend, (op, impl, pass_), inp.temperature, mode)
-    args, originals = fresh_args(backend, impl, op, pass_, inp)
+    args, originals = fresh_args(backend, impl, op, pass_, inp, mode)
     if mode != "compiled":
         return Call(fn(*args), np.nan, args, originals)
     T = inp.temperature if impl == "temperature" else 1.0
     out, seconds = first_call(backend, (op, impl, pass_, T), args, lambda: fn(*args),
-                              lambda: fn(*fresh_args(backend, impl, op, pass_, inp)[0]))
+                              lambda: fn(*fresh_args(backend, impl, op, pass_, inp, mode)[0]))
     return Call(out, seconds, args, originals)
 
 
@@ -572,7 +579,7 @@ def _case_rows(plan: Plan, backend: BaseBackend, device: str, dtype: str, case: 
             [k for k in keys if k[1] == name and k[0] in plugins.get(name).ops] for name in impls
             if plugins.get(name) is not None]
         for group in filter(None, groups):
-            mine, notes = fresh_inputs(backend, inp), []
+            mine, notes = (fresh_inputs(backend, inp) if backend.hands_copies(mode) else inp), []
             try:
                 seconds: dict[Key, float] = {}
                 with _watched(backend, hooks, (*at, tuple(group)), notes):
@@ -629,7 +636,12 @@ def run(plan: Plan, progress: bool | None = None, jobs: int = 0,
     writes that backend's partitions then, so they survive a later interruption)."""
     from tqdm import tqdm
 
-    total = len(plan.cases) * len(plan.dtypes) * len(plan.backends)
+    if jobs > 0:  # one tick per case of each task: plug-ins' tasks and the GPU's are tasks of their own
+        from suite.workers import make_tasks
+
+        total = len(plan.cases) * len(make_tasks(plan))
+    else:
+        total = len(plan.cases) * len(plan.dtypes) * len(plan.backends)
     bar = tqdm(total=total, desc="accuracy", unit="case", dynamic_ncols=True,
                disable=(None if progress is None else not progress))
 

@@ -417,3 +417,52 @@ def test_the_new_verdicts_are_counted_in_the_report_and_compare_as_defects():
     cell = verdict_cell(pd.Series(["ok", "mutates_input", "changes_settings", "ok"]))
     assert cell.startswith("✘ 2/4") and "1 mutates_input" in cell and "1 changes_settings" in cell
     assert VERDICT_RANK["mutates_input"] > VERDICT_RANK["ok"] and VERDICT_RANK["changes_settings"] > VERDICT_RANK["ok"]
+
+
+def test_the_progress_bar_counts_every_task(tmp_path):
+    """Plug-ins' tasks tick too: the bar ends at its total, not past it."""
+    f = numpy_plugin(tmp_path, "mine")
+    plugins.load_all([str(f)], entry_points=False)
+    plan = Plan(backends=["numpy"], devices=["cpu"], dtypes=["float32"], ops=["softmax"], impls=["fused", "mine"],
+                passes=["forward"], cases=SEED[:4])
+    import tqdm
+
+    seen = {"ticks": 0, "total": None}
+    real = tqdm.tqdm
+
+    class Bar(real):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen["total"] = kwargs["total"]
+
+        def update(self, n=1):
+            seen["ticks"] += n
+            return super().update(n)
+
+    tqdm.tqdm = Bar
+    try:
+        run(plan, progress=False, jobs=1)
+    finally:
+        tqdm.tqdm = real
+    assert seen == {"ticks": 8, "total": 8}
+
+
+@pytest.mark.skipif(not has("tensorflow"), reason="tensorflow is not installed")
+def test_a_tensorflow_tensor_cannot_be_written_by_a_call(tmp_path):
+    """Why TensorFlow's calls share the suite's tensors (backend.hands_copies): a plug-in that writes into
+    what .numpy() gives writes into a copy; the built-ins' rows and its own are untouched."""
+    f = plugin(tmp_path, "tries", """
+        import tensorflow as tf
+        FRAMEWORK = "tensorflow"
+        def softmax(x):
+            out = tf.nn.softmax(x, axis=-1)
+            x.numpy()[...] = 0
+            return out
+    """)
+    plugins.load_all([str(f)], entry_points=False)
+    plan = Plan(backends=["tensorflow"], devices=["cpu"], dtypes=["float32"], ops=["softmax", "log_softmax"],
+                impls=["tries", "fused"], passes=["forward"], cases=SEED)
+    both, _ = run(plan, progress=False)
+    alone, _ = run(Plan(**{**plan.__dict__, "impls": ["fused"]}), progress=False)
+    same_rows(alone, both[both.impl == "fused"])
+    assert (both[(both.impl == "tries") & (both.op == "softmax")].verdict == "ok").all()
