@@ -112,17 +112,71 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
-def _serve(conn, env: dict[str, str], parent: int) -> None:
-    """A worker: tasks in, messages out, until told to stop (None) or killed."""
+MAX_KEYS = 2048  # (op, impl, pass) keys one task may hold: 6 ops x 2 passes x 170 implementations
+IN_CALL, CASE, TARGET, SINCE, FLAGS = range(5)  # the layout of a worker's call state (a shared array)
+
+
+def task_keys(plan: Plan) -> list[Key]:
+    """Every (op, impl, pass) of a one-backend task, in the order suite.runner computes them."""
+    impls = [i for i in plan.impls if plugins.runs_on(i, plan.backends[0])]
+    return [(op, impl, pass_) for op in plan.ops for impl in impls for pass_ in plan.passes]
+
+
+class CallState:
+    """What a worker is computing, in memory the supervisor reads without a message per call: whether it
+    is inside a call, the case and target indices, since when (CLOCK_MONOTONIC is one clock for every
+    process) and a flag per key of its task. Written before and after every call; read by the supervisor
+    for the time limit and, after the worker died, to name the calls it was making."""
+
+    def __init__(self, ctx) -> None:
+        self.array = ctx.RawArray("d", FLAGS + MAX_KEYS)
+        self.keys: dict[Key, int] = {}
+        self.set: list[int] = []
+
+    def task(self, plan: Plan) -> None:
+        self.keys = {k: i for i, k in enumerate(task_keys(plan))}
+
+    def begin(self, where: tuple) -> None:
+        a = self.array
+        case, target, keys = where
+        for i in self.set:
+            a[FLAGS + i] = 0.0
+        self.set = [self.keys[k] for k in keys if self.keys.get(k, MAX_KEYS) < MAX_KEYS]
+        for i in self.set:
+            a[FLAGS + i] = 1.0
+        a[CASE], a[TARGET], a[SINCE] = case, target, time.monotonic()
+        a[IN_CALL] = 1.0  # last: the rest is in place when the supervisor sees it
+
+    def end(self) -> None:
+        self.array[IN_CALL] = 0.0
+
+    def read(self, keys: list[Key]) -> tuple[tuple, float] | None:
+        """((case, target, keys), since) of the call in progress; None between calls."""
+        a = self.array
+        if a[IN_CALL] != 1.0:
+            return None
+        flagged = tuple(k for i, k in enumerate(keys[:MAX_KEYS]) if a[FLAGS + i] == 1.0)
+        return (int(a[CASE]), int(a[TARGET]), flagged), a[SINCE]
+
+
+def _serve(conn, state: CallState, env: dict[str, str], parent: int) -> None:
+    """A worker: tasks in, a case's rows at a time out, until told to stop (None) or killed."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C is the supervisor's: it kills the workers
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     os.environ.update(env)
     _die_with_parent(parent)
     while (task := conn.recv()) is not None:
-        hooks = Hooks(tick=lambda name: conn.send(("tick", name)), begin=lambda where: conn.send(("begin", where)),
-                      end=lambda: conn.send(("end",)), emit=lambda index, rows: conn.send(("rows", index, rows)),
-                      start=task.start, failed=task.failed)
+        names = [c.name for c in task.plan.cases]
+
+        def begin(where: tuple, plan: Plan = task.plan) -> None:
+            if not state.keys:  # the plug-ins are registered by now (task_keys asks which run where)
+                state.task(plan)
+            state.begin(where)
+
+        state.keys = {}
+        hooks = Hooks(begin=begin, end=state.end, start=task.start, failed=task.failed,
+                      emit=lambda index, rows, names=names: conn.send(("rows", index, rows, names[index])))
         try:
             _, info = run_slice(task.plan, task.plan.dtypes, hooks)
         except Exception as exc:  # noqa: BLE001 - the suite's own failure: the supervisor stops the run
@@ -152,8 +206,8 @@ class _Slot:
     conn: Any = None
     group: str | None = None  # what its process runs: "" built-ins, a plug-in's label; None: not started
     backends: set[str] = field(default_factory=set)
+    state: CallState | None = None
     task: int | None = None
-    call: tuple | None = None  # (where, since) of the call in progress
 
 
 class Supervisor:
@@ -184,7 +238,9 @@ class Supervisor:
         self._stop(slot)
         env = worker_env(slot.gpu)
         mine, theirs = self.ctx.Pipe()
-        process = self.ctx.Process(target=_serve, args=(theirs, env, os.getpid()), name=f"suite-worker-{slot.lane}")
+        state = CallState(self.ctx)
+        process = self.ctx.Process(target=_serve, args=(theirs, state, env, os.getpid()),
+                                   name=f"suite-worker-{slot.lane}")
         # started with ^C and SIGTERM blocked (a blocked signal stays blocked through exec): they are the
         # supervisor's, and a worker must not print a traceback for them
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -193,7 +249,7 @@ class Supervisor:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
         theirs.close()
-        slot.process, slot.conn, slot.group, slot.backends = process, mine, group, set()
+        slot.process, slot.conn, slot.group, slot.backends, slot.state = process, mine, group, set(), state
 
     @staticmethod
     def _stop(slot: _Slot) -> None:
@@ -225,7 +281,8 @@ class Supervisor:
                 for slot in busy:
                     if slot.conn in ready or slot.process.sentinel in ready:
                         self._read(slot)
-                    if slot.task is not None and slot.call and time.monotonic() - slot.call[1] > self.timeout:
+                    call = self._call(slot) if slot.task is not None else None
+                    if call is not None and time.monotonic() - call[1] > self.timeout:
                         slot.process.kill()
                         slot.process.join()
                         self._died(slot, f"timed out after {self.timeout:g} s")
@@ -255,7 +312,7 @@ class Supervisor:
             task = self.tasks[i]
             if slot.process is None or slot.group != task.group or not slot.process.is_alive():
                 self._start(slot, task.group)  # a plug-in never shares a process with anything else
-            slot.task, slot.call = i, None
+            slot.task = i
             slot.conn.send(task)
 
     def _read(self, slot: _Slot) -> None:
@@ -275,14 +332,9 @@ class Supervisor:
     def _message(self, slot: _Slot, msg: tuple) -> None:
         kind, i = msg[0], slot.task
         task = self.tasks[i]
-        if kind == "tick":
-            self.tick(msg[1])
-        elif kind == "begin":
-            slot.call = (msg[1], time.monotonic())
-        elif kind == "end":
-            slot.call = None
-        elif kind == "rows":
+        if kind == "rows":
             self.rows[i] += msg[2]
+            self.tick(msg[3])
             task.start, task.deaths = msg[1] + 1, 0
             task.failed = {k: v for k, v in task.failed.items() if k[0] > msg[1]}
         elif kind == "done":
@@ -291,17 +343,21 @@ class Supervisor:
             _merge(self.info, msg[1])
             self.lanes.done(i)
             self.done.add(i)
-            slot.task = slot.call = None
+            slot.task = None
         elif kind == "failed":
             raise WorkerFailed(f"{task.describe()}: {msg[1]}")
+
+    def _call(self, slot: _Slot) -> tuple[tuple, float] | None:
+        """((case, target, keys), since) of the call the worker of `slot` is making, or None."""
+        return slot.state.read(task_keys(self.tasks[slot.task].plan))
 
     def _died(self, slot: _Slot, why: str) -> None:
         """The worker of `slot` is gone: the call it was making becomes error rows saying why, and its
         task goes back to be resumed by a fresh worker at the case it was computing."""
-        i, call = slot.task, slot.call
+        i, call = slot.task, self._call(slot)
         task = self.tasks[i]
         self._stop(slot)
-        slot.task = slot.call = None
+        slot.task = None
         if call is not None:
             (case, target, keys), _ = call
             name = task.plan.cases[case].name
