@@ -12,7 +12,7 @@ from cases.case import Case
 
 INF = np.inf
 NAN = np.nan
-# ln of the largest finite value: where exp overflows (../shared/reference-facts.md)
+# ln of the largest finite value, ln(numpy.finfo(dtype).max) rounded: where exp overflows
 EXP_OVERFLOW = {"fp16": 11.09, "fp32": 88.72, "fp64": 709.78}
 
 

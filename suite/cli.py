@@ -1,4 +1,6 @@
-"""`python -m suite run|list`: the accuracy matrix from the command line.
+"""`python -m suite run|bench|compare|ab|report|import-benchmark|list`: the accuracy matrix (`run`), the timing
+sweep (`bench`), comparisons of runs and versions (`compare`, `ab`) and the published tables (`report`) from
+the command line; every result goes to a store (default results/local).
 
 Exit status: 0 done; 1 `compare` found a regression; 2 bad input or usage (nothing written);
 3 done, but some store files or incomplete runs were skipped (listed in the output); 4 the file
@@ -37,6 +39,10 @@ def _on_sigterm(signum, frame):
 class _Parser(argparse.ArgumentParser):
     """argparse's errors as one line (what is wrong, where to look), exit status 2, like every other error."""
 
+    def __init__(self, *args, **kwargs) -> None:  # subcommands' parsers too (argparse makes them of this class)
+        kwargs.setdefault("allow_abbrev", False)  # --backend is not --backends: an unknown option is an error
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):
         print(f"error: {' '.join(message.split())} (see `{self.prog} --help`)", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
@@ -45,7 +51,8 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m suite", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the accuracy matrix and write <out>/accuracy.{parquet,csv}")
+    run = sub.add_parser("run", help="run the accuracy matrix into the store (<store>/accuracy/ partitions, "
+                                     "<store>/runs/<id>/accuracy.json)")
     for name, what in (("backends", "frameworks"), ("dtypes", "dtypes"), ("ops", "ops"),
                        ("impls", "implementations"), ("passes", "forward/backward"),
                        ("devices", "cpu/gpu"), ("cases", "case names or tags")):

@@ -166,7 +166,13 @@ def _serve(conn, state: CallState, env: dict[str, str], parent: int) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     os.environ.update(env)
     _die_with_parent(parent)
-    while (task := conn.recv()) is not None:
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):  # the supervisor is gone: so is this worker, quietly
+            os._exit(0)
+        if task is None:
+            return
         names = [c.name for c in task.plan.cases]
 
         def begin(where: tuple, plan: Plan = task.plan) -> None:
@@ -178,11 +184,16 @@ def _serve(conn, state: CallState, env: dict[str, str], parent: int) -> None:
         hooks = Hooks(begin=begin, end=state.end, start=task.start, failed=task.failed,
                       emit=lambda index, rows, names=names: conn.send(("rows", index, rows, names[index])))
         try:
-            _, info = run_slice(task.plan, task.plan.dtypes, hooks)
-        except Exception as exc:  # noqa: BLE001 - the suite's own failure: the supervisor stops the run
-            conn.send(("failed", f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500]))
-            continue
-        conn.send(("done", info))
+            try:
+                _, info = run_slice(task.plan, task.plan.dtypes, hooks)
+            except (BrokenPipeError, ConnectionError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - the suite's own failure: the supervisor stops the run
+                conn.send(("failed", f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500]))
+                continue
+            conn.send(("done", info))
+        except (BrokenPipeError, ConnectionError, EOFError):  # the supervisor is gone: so is this worker
+            os._exit(0)
 
 
 def _signal_name(code: int | None) -> str:
@@ -246,10 +257,11 @@ class Supervisor:
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             process.start()
+            # in the slot before ^C can land: an interrupted supervisor kills what its slots hold
+            slot.process, slot.conn, slot.group, slot.backends, slot.state = process, mine, group, set(), state
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
         theirs.close()
-        slot.process, slot.conn, slot.group, slot.backends, slot.state = process, mine, group, set(), state
 
     @staticmethod
     def _stop(slot: _Slot) -> None:

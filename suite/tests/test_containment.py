@@ -466,3 +466,12 @@ def test_a_tensorflow_tensor_cannot_be_written_by_a_call(tmp_path):
     alone, _ = run(Plan(**{**plan.__dict__, "impls": ["fused"]}), progress=False)
     same_rows(alone, both[both.impl == "fused"])
     assert (both[(both.impl == "tries") & (both.op == "softmax")].verdict == "ok").all()
+
+
+def test_an_abbreviated_option_is_refused(capsys):
+    """--backend is not --backends: argparse's prefix matching is off, so a typo cannot pass silently."""
+    from suite import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli._parser().parse_args(["run", "--backend", "numpy"])
+    assert e.value.code == 2 and "--backend" in capsys.readouterr().err
