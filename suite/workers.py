@@ -162,8 +162,6 @@ class CallState:
 def _serve(conn, state: CallState, env: dict[str, str], parent: int) -> None:
     """A worker: tasks in, a case's rows at a time out, until told to stop (None) or killed."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C is the supervisor's: it kills the workers
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     os.environ.update(env)
     _die_with_parent(parent)
     while True:
@@ -252,15 +250,20 @@ class Supervisor:
         state = CallState(self.ctx)
         process = self.ctx.Process(target=_serve, args=(theirs, state, env, os.getpid()),
                                    name=f"suite-worker-{slot.lane}")
-        # started with ^C and SIGTERM blocked (a blocked signal stays blocked through exec): they are the
-        # supervisor's, and a worker must not print a traceback for them
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        # started with ^C ignored: an ignored signal stays ignored through exec, and Python then installs no
+        # KeyboardInterrupt handler, so a worker is immune from its first instruction (^C is the supervisor's,
+        # which kills the workers). In the supervisor, ^C cannot land inside start() either (a worker left
+        # half-started would outlive it); one pressed in those few milliseconds is lost.
+        import threading
+
+        main = threading.current_thread() is threading.main_thread()  # where Python lets handlers be set
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
         try:
             process.start()
-            # in the slot before ^C can land: an interrupted supervisor kills what its slots hold
             slot.process, slot.conn, slot.group, slot.backends, slot.state = process, mine, group, set(), state
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            if main:
+                signal.signal(signal.SIGINT, old)
         theirs.close()
 
     @staticmethod
