@@ -46,3 +46,19 @@ def suite_main(*args: str, cwd: Path | str | None = None) -> subprocess.Complete
         plugins.clear()
         plugins._REGISTRY.update(registered)
     return subprocess.CompletedProcess([MAIN, *args], rc, out.getvalue(), err.getvalue())
+
+
+def installed(name: str) -> bool:
+    """Whether a module can be imported here (a framework, an optional library), without importing it."""
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def _fresh_plugin_registry():
+    """Each test starts and ends with no plug-in registered (import as an autouse fixture)."""
+    from suite import plugins
+
+    plugins.clear()
+    yield
+    plugins.clear()

@@ -22,7 +22,7 @@ from cases import CASES
 from suite import plugins
 from suite.lanes import Lanes
 from suite.runner import Plan, run
-from suite.tests.helpers import suite_main
+from suite.tests.helpers import _fresh_plugin_registry, installed, suite_main
 from suite.workers import GPU_MEMORY_ENV, HIDE_GPU_ENV, make_tasks, worker_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,17 +32,8 @@ NUMBERS = ["max_ulp_err", "ulp_err_scaled", "n_nonfinite", "n_wrong_special", "v
 CRASH_CASE = "seed004_big_2d"  # the only seed case of shape (2, 3): the faults below fire there alone
 
 
-def has(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
-
-
-@pytest.fixture(autouse=True)
-def _fresh_registry():
-    plugins.clear()
-    yield
-    plugins.clear()
+has = installed
+_fresh_registry = pytest.fixture(autouse=True)(_fresh_plugin_registry)
 
 
 def plugin(d: Path, name: str, body: str) -> Path:

@@ -18,7 +18,7 @@ import pytest
 from suite import cli, plugins
 from suite.formulas import fold_chunks
 from suite.runner import Plan, run
-from suite.tests.helpers import suite_main
+from suite.tests.helpers import _fresh_plugin_registry, installed, suite_main
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "plugins"
@@ -26,15 +26,7 @@ STABLE_EXAMPLES = {"numpy_stable.py": "numpy", "torch_stable.py": "torch", "tens
                    "jax_stable.py": "jax"}
 
 
-def installed(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
-
-
-@pytest.fixture(autouse=True)
-def _fresh_registry():
-    plugins.clear()
-    yield
-    plugins.clear()
+_fresh_registry = pytest.fixture(autouse=True)(_fresh_plugin_registry)
 
 
 def suite_cli(*args: str) -> subprocess.CompletedProcess:
