@@ -62,3 +62,14 @@ def _fresh_plugin_registry():
     plugins.clear()
     yield
     plugins.clear()
+
+
+def one_line_error(p: subprocess.CompletedProcess, status: int, *mentions: str) -> str:
+    """Exit `status` with exactly one line on stderr, no traceback, mentioning each of `mentions`."""
+    assert p.returncode == status, (p.returncode, p.stdout[-2000:], p.stderr)
+    assert "Traceback" not in p.stderr, p.stderr
+    lines = [x for x in p.stderr.splitlines() if x.strip() and not x.startswith(("warning:", "note:"))]
+    assert len(lines) == 1 and lines[0].startswith("error:"), p.stderr
+    for m in mentions:
+        assert m in lines[0], (m, lines[0])
+    return lines[0]

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from suite.store import Store
-from suite.tests.helpers import suite_main
+from suite.tests.helpers import one_line_error, suite_main
 
 ROOT = Path(__file__).resolve().parents[2]
 TWO = ["--backends", "numpy,torch", "--dtypes", "float32", "--cases", "seed", "--jobs", "1", "--no-progress"]
@@ -34,16 +34,6 @@ def real_suite(*args: str, env: dict | None = None, timeout: float = 240) -> sub
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, "-m", "suite", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, check=False, env=env)
-
-
-def one_line_error(p: subprocess.CompletedProcess, status: int, *mentions: str) -> str:
-    assert p.returncode == status, (p.returncode, p.stdout[-2000:], p.stderr)
-    assert "Traceback" not in p.stderr, p.stderr
-    lines = [x for x in p.stderr.splitlines() if x.strip() and not x.startswith(("warning:", "note:"))]
-    assert len(lines) == 1 and lines[0].startswith("error:"), p.stderr
-    for m in mentions:
-        assert m in lines[0], (m, lines[0])
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

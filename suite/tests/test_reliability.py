@@ -24,7 +24,7 @@ import pytest
 
 from suite import cli
 from suite.store import DEFAULT_STORE, SCHEMA, Store
-from suite.tests.helpers import suite_main
+from suite.tests.helpers import one_line_error, suite_main
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--backends", "numpy", "--dtypes", "float32", "--cases", "seed", "--no-progress"]
@@ -40,17 +40,6 @@ def real_suite(*args: str, cwd: Path = ROOT, timeout: float = 180, **kw) -> subp
 def suite(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """`python -m suite ...` through its `main` in this process (no interpreter start-up)."""
     return suite_main(*args, cwd=cwd)
-
-
-def one_line_error(p: subprocess.CompletedProcess, status: int, *mentions: str) -> str:
-    """Exit `status` with exactly one line on stderr, no traceback, mentioning each of `mentions`."""
-    assert p.returncode == status, (p.returncode, p.stdout[-2000:], p.stderr)
-    assert "Traceback" not in p.stderr, p.stderr
-    lines = [x for x in p.stderr.splitlines() if x.strip() and not x.startswith(("warning:", "note:"))]
-    assert len(lines) == 1 and lines[0].startswith("error:"), p.stderr
-    for m in mentions:
-        assert m in lines[0], (m, lines[0])
-    return lines[0]
 
 
 def run_small(store: Path, *extra: str, **kw) -> subprocess.CompletedProcess:
