@@ -432,18 +432,22 @@ def _changes(before: dict, after: dict) -> str:
     return ", ".join(f"{k} {before[k]!r} -> {after.get(k)!r}" for k in before if after.get(k) != before[k])
 
 
+@_costs("settings")
+def _settings(backend: BaseBackend) -> dict:
+    return backend.settings()
+
+
 @contextlib.contextmanager
 def _watched(backend: BaseBackend, hooks: Hooks, where: tuple, notes: list[str]):
     """Around one implementation call (or one compiled program): the supervisor is told what runs, and
     process settings the call changed are noted and put back, so later calls see the defaults."""
-    read = _costs("settings")(backend.settings)
-    before = read()
+    before = _settings(backend)
     hooks.begin(where)
     try:
         yield
     finally:
         hooks.end()
-        after = read()
+        after = _settings(backend)
         if after != before:
             notes.append(f"changed process settings: {_changes(before, after)} (put back)")
             backend.restore(before)

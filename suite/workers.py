@@ -214,7 +214,6 @@ class _Slot:
     process: Any = None
     conn: Any = None
     group: str | None = None  # what its process runs: "" built-ins, a plug-in's label; None: not started
-    backends: set[str] = field(default_factory=set)
     state: CallState | None = None
     task: int | None = None
 
@@ -260,7 +259,7 @@ class Supervisor:
         old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
         try:
             process.start()
-            slot.process, slot.conn, slot.group, slot.backends, slot.state = process, mine, group, set(), state
+            slot.process, slot.conn, slot.group, slot.state = process, mine, group, state
         finally:
             if main:
                 signal.signal(signal.SIGINT, old)
