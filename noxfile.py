@@ -8,7 +8,7 @@ framework and the suite's core; plus `tests` (what .ci/run runs), `lint`, `compa
     SUITE_SHARD=2/4 SUITE_RUN_ID=ci-123 nox -s jax   one slice of a sharded run (same id on every slice)
     SUITE_SIZES=64x131072 SUITE_MIN_TIME=0.5 ...     the timing sweep (SUITE_SIZES=none: no timing)
     nox -s latest                                    newest releases, no lock: run, then compare with the lock's run
-    nox -s ab -- --a PY_A --b PY_B --backends jax    the replicated, interleaved timing protocol (README: Comparing)
+    nox -s ab -- --a PY_A --b PY_B --backends jax    the replicated, interleaved timing protocol (docs/comparing.md)
 
 Each framework session runs the accuracy matrix and the timing sweep and writes both into the store
 under one run id: the git-ignored local store results/local/ by default, the published store with

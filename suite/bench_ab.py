@@ -9,7 +9,7 @@ control), S is the same build doing 25% more work in every timed call (the same 
 rows, in one call, reported as the batch asked for), so it is a known slowdown (about 1.25x where
 the op is bandwidth-bound) that flows through the whole protocol (process, shuffling, pinning,
 store, compare).
-`analyze` prints the figures the README quotes: flags in A/A, regressions found in A vs S on
+`analyze` prints the figures docs/comparing.md quotes: flags in A/A, regressions found in A vs S on
 configurations of >= 1 MiB, improvements found by a version pair among the configurations whose
 pooled median ratio is <= 0.7, and the protocol's time for one pair.
 """
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--id", default=None)
         q.add_argument("--min-time", type=float, default=0.2)
         q.add_argument("--seed", type=int, default=None)
-    a = sub.add_parser("analyze", help="the README's figures from collected protocols")
+    a = sub.add_parser("analyze", help="docs/comparing.md's figures from collected protocols")
     a.add_argument("--store", default=".ab")
     a.add_argument("--protocol", default=None, help="id of a collect-torch protocol (A/A and power)")
     a.add_argument("--pair-store", default="results")

@@ -3,8 +3,8 @@
 fresh process, framework imports included). Cold: JAX's persistent compilation cache empty (a fresh
 directory); warm: the same command again with that cache filled; edited: once more after deleting the
 suite's own kept programs (backends/_jax_programs.py), as after an edit of the suite's code (they are
-compiled again, outside JAX's persistent cache, so this costs what a cold run does). The README's
-targets are <= 120 s cold and <= 60 s warm on this 2-core machine; this script measures and reports,
+compiled again, outside JAX's persistent cache, so this costs what a cold run does). The targets
+(docs/performance.md) are <= 120 s cold and <= 60 s warm on a 2-core machine; this script measures and reports,
 it does not assert.
 
     python -m suite.bench_accuracy [--warm-repeat K] [--json FILE]

@@ -60,22 +60,26 @@ def _parser() -> argparse.ArgumentParser:
                          help=f"comma-separated {what} (default: all{' installed' if name == 'backends' else ''})")
     _modes_option(run)
     run.add_argument("--case-file", action="append", metavar="F.npz",
-                     help="your own logits (npz: logits, optional targets, temperature); one file per option "
+                     help="your own logits (npz: logits, optional targets, temperature, probs); one file per option "
                           "(repeat it for several; a path is never split at a comma)")
     _store_args(run)
     _plugin_option(run)
     run.add_argument("--jobs", type=int, default=None, metavar="N",
-                     help="worker processes, one dtype each (default: number of CPUs); every row is computed in "
-                          "a worker, each plug-in in workers of its own")
+                     help="worker processes, each computing one (backend, dtype) task at a time (default: number of "
+                          "CPUs); every row is computed in a worker, each plug-in in workers of its own")
     run.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                      help="longest one implementation call (or one compiled program of a case) may take before its "
                           "worker is stopped and the call becomes an error row (default: 900)")
     run.add_argument("--gpu-jobs", type=int, default=None, metavar="N",
                      help="workers that may hold the GPU at once (default: 1); the others have it hidden")
-    bench = sub.add_parser("bench", help="time every backend/device/dtype/op/impl over a size sweep")
-    for name, what in (("backends", "frameworks"), ("dtypes", "dtypes"), ("ops", "ops"),
-                       ("impls", "implementations"), ("passes", "forward,forward+backward"), ("devices", "cpu/gpu")):
-        bench.add_argument(f"--{name}", action="append", metavar="A,B", help=f"comma-separated {what}")
+    bench = sub.add_parser("bench", help="time every backend/device/dtype/op/impl over a size sweep into the store "
+                                         "(<store>/timing/ partitions, <store>/runs/<id>/timing.json)")
+    for name, what, default in (("backends", "frameworks", "all installed"), ("dtypes", "dtypes", "float32,bfloat16"),
+                                ("ops", "ops", "softmax,log_softmax,cross_entropy"),
+                                ("impls", "implementations", "fused,shifted,naive and plug-ins"),
+                                ("passes", "forward,forward+backward", "both"), ("devices", "cpu/gpu", "all")):
+        bench.add_argument(f"--{name}", action="append", metavar="A,B",
+                           help=f"comma-separated {what} (default: {default})")
     _modes_option(bench)
     bench.add_argument("--sizes", default=None, metavar="BxV,...",
                        help="batch x vocab list, e.g. 64x131072,256x8192 (default: a sweep of 4 KiB .. 256 MiB)")
@@ -86,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     _store_args(bench)
     _plugin_option(bench)
     imp = sub.add_parser("import-benchmark", help="add a pytest-benchmark JSON to the store's timing table")
-    imp.add_argument("json", metavar="BENCHMARK.json")
+    imp.add_argument("json", metavar="BENCHMARK.json", help="what `pytest --benchmark-json=FILE` wrote "
+                     "(suite/tests/test_benchmarks.py; docs/benchmarking.md)")
     _store_option(imp)
     imp.add_argument("--run-id", default=None, help="id of this run in the store (default: time + random)")
     cmp = sub.add_parser("compare", help="regressions and improvements between two runs or versions")
@@ -116,7 +121,9 @@ def _parser() -> argparse.ArgumentParser:
 
     add_ab(sub)
     lst = sub.add_parser("list", help="list backends, cases and tags")
-    lst.add_argument("what", nargs="?", choices=("cases", "backends", "tags"), default="cases")
+    lst.add_argument("what", nargs="?", choices=("cases", "backends", "tags"), default="cases",
+                     help="cases (default: name, shape, temperature, tags, description), tags with their case "
+                          "counts, or backends and whether each is installed")
     return p
 
 
@@ -152,7 +159,7 @@ def _store_args(p: argparse.ArgumentParser) -> None:
 
 def _plugin_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plugin", action="append", metavar="FILE.py|module",
-                   help="grade an implementation from outside the suite (repeatable; README: Plug-ins); "
+                   help="grade an implementation from outside the suite (repeatable; docs/plugins.md); "
                         "installed packages' entry points (softmax_suite.plugins) load too")
     p.add_argument("--no-entry-points", action="store_true",
                    help="load no installed package's plug-in (entry points, softmax_suite.plugins); a broken one "

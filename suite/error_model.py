@@ -1,6 +1,6 @@
 """The error model every result is graded with: what the computation an implementation must do *on the
 input it was given* can cost, derived from the Blanchard-Higham-Higham analysis of the shifted
-algorithms (README: Grading, where the derivation is written out).
+algorithms (docs/grading.md, where the derivation is written out).
 
 An element is `ok` when |computed - exact| <= B * unit, with B = `ulp_bound` ULPs of the tested dtype and
 
@@ -35,7 +35,7 @@ DISTANCE_WEIGHT = 2.0  # kappa's coefficient: BHH's first-order 1, with room for
 
 
 def levels(n: int) -> int:
-    """ceil(log2 n) levels of pairwise summation; a single class is counted as two (README)."""
+    """ceil(log2 n) levels of pairwise summation; a single class is counted as two (docs/grading.md)."""
     return math.ceil(math.log2(max(n, 2)))
 
 

@@ -1,7 +1,7 @@
 """Mutation testing of the grader: grossly wrong outputs made from the exact answer must be rejected,
 and the exact answer correctly rounded to the dtype must be accepted, over the catalog in every dtype.
 
-    python -m suite.mutation            # the mutation score table (README: Grading)
+    python -m suite.mutation            # the mutation score table (docs/grading.md)
 
 A mutation is *effective* on a (case, dtype, op, pass) where it moves some element of the correctly
 rounded answer by more than the error model allows there (B graded units, suite.error_model); the

@@ -1,7 +1,7 @@
 """Implementations from outside the suite: a plug-in file, a module, or an installed package's entry point.
 
 A plug-in declares FRAMEWORK (a backend name), an optional NAME (its `impl` value) and any of the ops
-in SIGNATURES, taking and returning that framework's arrays (README: Plug-ins). Everything that can
+in SIGNATURES, taking and returning that framework's arrays (docs/plugins.md). Everything that can
 be checked without computing is checked at load time, so a bad plug-in stops the run before any row
 (exit 2); what only shows at run time (an exception, a result of the wrong kind) becomes a row.
 """

@@ -34,7 +34,7 @@ class Expected:
     """The exact answer (long double) and, per element, the unit its error is graded in.
 
     `unit` is what one graded ULP is worth at each element: the ULP of the dtype at |exact| plus the
-    share of the error model's input-driven terms (suite.reference._units, README: Grading) that one
+    share of the error model's input-driven terms (suite.reference._units, docs/grading.md) that one
     of the `bound` ULPs must carry. The cached views are what scoring needs, computed once however many
     implementations are scored against this reference: the exact value as a double-double hi + lo (so
     that errors of float64 outputs are measured beyond float64; only for float64 results in the
@@ -207,7 +207,7 @@ def exact_vjp(op: str, s: np.ndarray, targets: np.ndarray, probs: np.ndarray, g:
     CE: -rest_t; soft CE: sum_{j!=k} p_j - sum(p) * rest_k.
     The rewrite is used where s at that index is >= 1/2 (dominant). Chance near-equalities elsewhere
     (g_i ~ sum_j g_j s_j) keep long double's 2^-64 times the
-    cancellation: the README states that bound for backward references."""
+    cancellation: docs/grading.md states that bound for backward references."""
     out = analytic_vjp(op, s, targets, probs, g, temperature)
     if op == "logsumexp" or out.ndim == 0:
         return out

@@ -477,7 +477,7 @@ def plot_error_vs_magnitude(acc: pd.DataFrame, path: Path, op: str = "softmax") 
     for ax, dtype in zip(axes[0], dtypes, strict=True):
         d = sub[sub.dtype == dtype]
         for k, impl in enumerate(_ordered(d.impl.unique(), IMPLS)):
-            if impl == "temperature":  # the same numbers as naive (README: Implementations)
+            if impl == "temperature":  # the same numbers as naive (docs/implementations.md)
                 continue
             g = d[d.impl == impl].groupby("case")
             worst = g.ulp_err_scaled.max().where(g.n_nonfinite.max().fillna(0) == 0, top)

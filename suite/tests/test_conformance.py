@@ -32,7 +32,7 @@ AUTODIFF = ("torch", "tensorflow", "jax")  # numpy's gradients are analytic form
 
 
 # The workers take one (backend, dtype) task at a time in plan order: the longest tasks first (JAX compiles
-# a program per shape and dtype, TensorFlow runs eagerly; README: Speed), so the short ones fill the end and
+# a program per shape and dtype, TensorFlow runs eagerly; docs/performance.md), so the short ones fill the end and
 # neither worker idles while the other finishes a long task. Which rows are computed does not change.
 _SLOWEST_FIRST = sorted(_known, key=lambda b: (["jax", "tensorflow"] + [b]).index(b))
 
@@ -96,7 +96,7 @@ LOG1P_AUTODIFF_CASES = (*LARGE_OFFSET, "llm_vocab32000_T0.01", "llm_vocab32000_T
 WIDE_CASES = ("vocab_131071_odd", "vocab_152064_spiky", "llm_vocab32000_T0.7")
 STABLE_FORMULAS = ("shifted", "shifted_log1p", "online")
 # Measured on CPU with torch 2.13.0, tensorflow-cpu 2.21.0, jax 0.10.2, numpy 2.4 / scipy 1.17 under the
-# error model of suite/error_model.py (README: What the CPU run shows). GPU rows: see the README.
+# error model of suite/error_model.py (docs/results.md: the known deviations). GPU rows: docs/results.md.
 KNOWN: list[Known] = [
     Known(ALL, ALL, ("fused",), ("soft_cross_entropy",), ("forward",), ALL,
           ("mask_partial", "mask_causal", "mask_all_but_one", "normal_scale_10000"),

@@ -1,5 +1,5 @@
 """The error model (suite.error_model) rejects grossly wrong results in every dtype, accepts the
-correctly rounded answer, and is shift-invariant where the ops are (README: Grading)."""
+correctly rounded answer, and is shift-invariant where the ops are (docs/grading.md)."""
 
 from __future__ import annotations
 

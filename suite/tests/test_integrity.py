@@ -1,7 +1,7 @@
 """Issue 22: what a store file or an env.json can silently get wrong, each made with the fault itself, and the
 messages and options around it: a flipped bit in a footer's row count, deleted partitions, malformed env.json
 files of every shape, a broken entry point in a temporary environment, unusable --out/--store paths and odd
-case files. The README's "Reliability" section points here."""
+case files. The "Reliability" section of docs/store.md points here."""
 
 from __future__ import annotations
 
@@ -228,7 +228,7 @@ def test_damage_on_both_sides_never_pairs_different_frameworks(store, tmp_path):
 
 
 def test_one_framework_each_is_still_matched_across_frameworks(store, tmp_path):
-    """On purpose, numpy==V against torch==W still pairs them (README: Comparing versions)."""
+    """On purpose, numpy==V against torch==W still pairs them (docs/comparing.md)."""
     env = env_of(store, "r1")["frameworks"]
     cmp = suite("compare", f"numpy=={env['numpy']}", f"torch=={env['torch']}", "--store", str(store),
                 "--out", str(tmp_path / "c.md"))

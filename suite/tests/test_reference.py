@@ -35,7 +35,7 @@ TOL_ELEMENT = 1e-2
 # Backward, per element: the long-double reference removes the systematic cancellation of the VJP
 # formulas (at the dominant class and the CE target, suite.reference.exact_vjp); where g_i happens to
 # be close to sum_j g_j s_j (or g_i to s_i sum g) the cancellation stays, and since s itself is known
-# to 2^-64, so does an error of a few 2^-64 of the formula's terms. The bound the README states:
+# to 2^-64, so does an error of a few 2^-64 of the formula's terms. The bound docs/grading.md states:
 # TOL_ELEMENT float64 ULP, or 2^-60 of the terms s_i (|g_i| + sum_j |g_j s_j|) / T.
 CANCEL_SLACK = 2.0**-60
 

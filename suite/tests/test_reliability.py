@@ -1,6 +1,6 @@
 """Fault injection: SIGKILL at random points, concurrent writers, bit flips, wrongly typed files,
 unwritable and full stores, hostile case files, the umask, and a fresh clone's default store. Each
-test injects its fault and checks the promise of the README's "Reliability" section: no traceback,
+test injects its fault and checks the promise of the "Reliability" section of docs/store.md: no traceback,
 no silent loss, no silent corruption. Runs are tiny (numpy only) so the file stays fast."""
 
 from __future__ import annotations
