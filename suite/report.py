@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from suite import device_diff
 from suite.compare import (
     ACC_KEY,
     SPEED_KEY,
@@ -600,6 +601,7 @@ def build(data: Data, out: Path) -> list[Section]:
         "ULP count as 1, as in `compare`). Below them, the stability matrix of the compiled rows.",
         {"summary": (summ, False), "rows that differ": (diff, False),
          **{f"compiled: {k}": (v, True) for k, v in (stability(other) if len(other) else {}).items()}}))
+    sections.append(device_diff.section(acc_all, data.envs))
     ver = versions(data)
     sections.append(Section(
         "Versions",
@@ -705,6 +707,7 @@ def header(data: Data, store: Store) -> str:
     return (f"# softmax-suite report\n\nBuilt by `python -m suite report` from the store `{store.root}` "
             f"({len(runs)} runs; {len(data.accuracy)} accuracy rows, {len(data.timing)} timings). "
             f"Main tables: {vers}."
+            + (f" GPU rows: {gpu}." if (gpu := device_diff.gpu_sources(data.envs, [acc, tim])) else "")
             + (f" **{len(data.problems)} file(s) or run(s) skipped** (see Skipped)." if data.problems else "")
             + (" Made outside the lock (constraints/lock-cpu.txt), so used only where no locked run of the same "
                "framework version covers a configuration: " + "; ".join(f"run {r}: {d}" for r, d in
