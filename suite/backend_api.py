@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import os
 import pkgutil
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,6 +68,15 @@ class BaseBackend:
     def put_targets(self, a: np.ndarray, device: str) -> Array:
         raise NotImplementedError
 
+    def random_normal(self, shape: tuple[int, ...], dtype: str, device: str, seed: int) -> Array:
+        """Standard normal values of `dtype` made on `device` (the timing sweep's logits: no host array copied
+        over). This default makes them on the host; a framework with its own generator overrides it."""
+        return self.put(np.random.default_rng(seed).standard_normal(shape), dtype, device)
+
+    def full(self, shape: tuple[int, ...], value: float, dtype: str, device: str) -> Array:
+        """`value` everywhere, made on `device` (the timing sweep's probabilities and cotangents)."""
+        return self.put(np.full(shape, value), dtype, device)
+
     def to_numpy(self, x: Array) -> np.ndarray:
         """A framework array -> float64 numpy (exact upcast), after the device is done."""
         raise NotImplementedError
@@ -114,13 +124,19 @@ class BaseBackend:
         return np.dtype(x.dtype).name
 
     def classify(self, exc: BaseException) -> str:
-        """'unsupported' when the framework rejects the combination, else 'error'."""
+        """'unsupported' when the framework rejects the combination, else 'error'. A plug-in's exception
+        (PluginError) is unsupported only when it says the dtype is refused (dtype_refused), whichever
+        library raised it: a plug-in's TypeError or 'unsupported reduction' is its own error."""
+        from suite.plugins import PluginError
+
+        if isinstance(exc, PluginError):
+            return "unsupported" if dtype_refused(exc) else "error"
         text = str(exc).lower()
         unsupported = ("not implemented for", "not supported", "no registered", "unsupported",
                        "could not find device for node", "is not in the list of allowed values")
         if isinstance(exc, (TypeError, NotImplementedError)) or any(u in text for u in unsupported):
             return "unsupported"
-        return "error"
+        return "unsupported" if dtype_refused(exc) else "error"
 
     def threads(self) -> dict[str, int]:
         return {}
@@ -176,6 +192,31 @@ class BaseBackend:
     def free_memory(self, device: str) -> int:
         """Bytes available for inputs and temporaries on `device` (host RAM by default)."""
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+# A library saying it has no code for the dtype it was handed: a refusal and, in the same message, a dtype
+# (or the argument types / signature a dispatcher matched on). Both, so that 'unsupported reduction' or
+# 'expected scalar type Float but found Double' (a bug mixing dtypes) stay errors.
+_REFUSAL = re.compile(r"not supported|unsupported|not implemented|no matching signature|ambiguous argument types"
+                      r"|not in the list of allowed values|no kernel|does not support|doesn't support|only supports?"
+                      r"|no implementation|could not find device for node|must be a (?:numpy )?dtype")
+_DTYPE = re.compile(r"\b(?:dtypes?|data types?|float(?:16|32|64)|half|bfloat16|bf16|fp16|fp64|double|dt_[a-z0-9]+"
+                    r"|(?:argument|input) types?|signatures?)\b")
+
+
+def dtype_refused(exc: BaseException) -> bool:
+    """Whether `exc`, or an exception it was raised from, says that the dtype it got is not supported:
+    torch ('not implemented for 'Half''), TensorFlow ('is not in the list of allowed values', DT_HALF),
+    numpy ufuncs ('not supported for the input types'), Cython's fused-type dispatch as in scikit-learn
+    ('Function call with ambiguous argument types', 'No matching signature found'), numba, scipy."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = f"{type(exc).__name__}: {exc}".lower()
+        if _REFUSAL.search(text) and _DTYPE.search(text):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 _TINY, _ONE = np.float64(5e-324), np.float64(1.0)

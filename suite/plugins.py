@@ -4,17 +4,26 @@ A plug-in declares FRAMEWORK (a backend name), an optional NAME (its `impl` valu
 in SIGNATURES, taking and returning that framework's arrays (docs/plugins.md). Everything that can
 be checked without computing is checked at load time, so a bad plug-in stops the run before any row
 (exit 2); what only shows at run time (an exception, a result of the wrong kind) becomes a row.
+
+A plug-in may also declare ENV, a dict literal of environment variables its library reads at import
+(keras' KERAS_BACKEND). It is read from the source without importing it; such a plug-in is checked in a
+child process started with that environment, and its rows are computed in workers started with it.
+`--plugin zoo` stands for every plug-in of the zoo whose libraries are installed (zoo/, docs/zoo.md).
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
 import inspect
+import json
+import os
 import re
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +56,11 @@ class Source:
     ref: str  # a .py path, "pkg.module" or "pkg.module:attr"
     default_name: str
     label: str  # how messages name it
+    env: tuple[tuple[str, str], ...] = ()  # its ENV: set in every process that imports it
+
+    def foreign(self) -> bool:
+        """Whether its ENV differs from this process's environment (then it is imported elsewhere only)."""
+        return any(os.environ.get(k) != v for k, v in self.env)
 
 
 @dataclass
@@ -94,8 +108,53 @@ def _is_file(ref: str) -> bool:
 def source_of(ref: str) -> Source:
     """A --plugin value: a file (named by its stem) or a module (named by its last component)."""
     if _is_file(ref):
-        return Source(ref=ref, default_name=Path(ref).stem, label=ref)
-    return Source(ref=ref, default_name=ref.split(":")[-1].split(".")[-1], label=f"module {ref}")
+        src = Source(ref=ref, default_name=Path(ref).stem, label=ref)
+    else:
+        src = Source(ref=ref, default_name=ref.split(":")[-1].split(".")[-1], label=f"module {ref}")
+    return _with_env(src)
+
+
+def source_path(src: Source) -> Path | None:
+    """The file a plug-in's code is in, found without running it (a module's parent packages are imported);
+    None when it cannot be found (its import then fails and says why)."""
+    if _is_file(src.ref):
+        return Path(src.ref)
+    try:
+        spec = importlib.util.find_spec(src.ref.partition(":")[0])
+    except (ImportError, ValueError):
+        return None
+    return Path(spec.origin) if spec is not None and spec.origin and spec.origin.endswith(".py") else None
+
+
+def module_level(path: Path, name: str) -> ast.expr | None:
+    """The value assigned to `name` at the module level of a Python file (the last assignment), unevaluated."""
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (OSError, SyntaxError, ValueError):
+        return None  # the import reports it
+    found = None
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, ast.AnnAssign) and node.value is not None else []
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            found = node.value
+    return found
+
+
+def _with_env(src: Source) -> Source:
+    """`src` with the ENV its file declares: a dict literal of strings, read without importing it."""
+    path = source_path(src)
+    node = module_level(path, "ENV") if path is not None and path.is_file() else None
+    if node is None:
+        return src
+    try:
+        env = ast.literal_eval(node)
+    except ValueError:
+        env = None
+    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise UsageError(f"plug-in {src.label}: ENV must be a literal dict of strings (environment variables "
+                         f"set before its import), e.g. ENV = {{\"KERAS_BACKEND\": \"jax\"}}")
+    return Source(src.ref, src.default_name, src.label, tuple(sorted(env.items())))
 
 
 def entry_point_sources() -> list[Source]:
@@ -106,8 +165,13 @@ def entry_point_sources() -> list[Source]:
     for ep in eps:
         dist = getattr(ep, "dist", None)
         pkg = f"package {dist.name} {dist.version}" if dist is not None else "package unknown"
-        out.append(Source(ref=ep.value, default_name=ep.name, label=f"entry point {ep.name} = {ep.value} "
-                          f"({pkg}, group {GROUP})"))
+        src = Source(ref=ep.value, default_name=ep.name, label=f"entry point {ep.name} = {ep.value} "
+                     f"({pkg}, group {GROUP})")
+        try:
+            src = _with_env(src)
+        except UsageError:
+            pass  # its load says so (a broken entry point is a warning, not a stop)
+        out.append(src)
     return out
 
 
@@ -138,9 +202,12 @@ def _import(src: Source) -> Any:
 
 
 def load(src: Source) -> Plugin:
-    """Import and check one plug-in; a UsageError (one line naming it) for anything wrong."""
+    """Import and check one plug-in; a UsageError (one line naming it) for anything wrong. One whose ENV
+    differs from this process's is checked in a child process started with it (check_elsewhere)."""
     from suite.backend_api import discover
 
+    if src.foreign():
+        return check_elsewhere([src])[src]
     mod = _import(src)
     where = f"plug-in {src.label}"
     known = discover()
@@ -181,6 +248,57 @@ def load(src: Source) -> Plugin:
     return Plugin(name=name, framework=fw, source=src, ops=ops)
 
 
+CHECK_MARK = "softmax-suite plug-in check: "  # the child's answer line (the library may print too)
+
+
+def _not_here(plugin: str, op: str, env: dict[str, str]) -> Callable[..., Any]:
+    def call(*args: Any) -> Any:
+        raise RuntimeError(f"plug-in {plugin!r} {op} runs only in a process started with its ENV {env} "
+                           "(run workers do); set those variables to call it in this process")
+    return call
+
+
+def check_elsewhere(sources: list[Source]) -> dict[Source, Plugin]:
+    """Check plug-ins whose ENV differs from this process's, each in a child process started with its ENV
+    (all at once: each imports its library), so this process never imports them: keras, for one, picks its
+    backend once per process. The Plugins returned hold what was checked; their ops are not callable here."""
+    def child(src: Source) -> subprocess.CompletedProcess:
+        env = {**os.environ, **dict(src.env)}
+        code = "from suite.plugins import _check_child; _check_child()"
+        return subprocess.run([sys.executable, "-c", code], input=json.dumps([src.ref, src.default_name, src.label,
+                              src.env]), capture_output=True, text=True, env=env, check=False)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max(1, len(sources))) as pool:
+        done = list(pool.map(child, sources))
+    out = {}
+    for src, proc in zip(sources, done, strict=True):
+        answer = [line[len(CHECK_MARK):] for line in proc.stdout.splitlines() if line.startswith(CHECK_MARK)]
+        if not answer:
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise UsageError(f"plug-in {src.label}: its check (a child process with ENV {dict(src.env)}) "
+                             f"exited with status {proc.returncode}: {tail[:300]}")
+        got = json.loads(answer[-1])
+        if "error" in got:
+            raise UsageError(got["error"])
+        env = dict(src.env)
+        out[src] = Plugin(name=got["name"], framework=got["framework"], source=src,
+                          ops={op: _not_here(got["name"], op, env) for op in got["ops"]})
+    return out
+
+
+def _check_child() -> None:
+    """In the child of check_elsewhere: load the plug-in on stdin here (this environment is its ENV)."""
+    ref, default_name, label, env = json.loads(sys.stdin.read())
+    try:
+        p = load(Source(ref, default_name, label, tuple(tuple(kv) for kv in env)))
+        answer = {"name": p.name, "framework": p.framework, "ops": sorted(p.ops)}
+    except UsageError as exc:
+        answer = {"error": str(exc)}
+    print(CHECK_MARK + json.dumps(answer), flush=True)
+
+
 def register(plugins: list[Plugin]) -> None:
     """Add plug-ins to the registry; one NAME per plug-in, across every source."""
     for p in plugins:
@@ -198,12 +316,14 @@ def load_all(refs: list[str] | None, entry_points: bool = True, wanted: list[str
     A --plugin that fails stops the run (a UsageError). A broken entry point does only if its name is in
     `wanted` (--impls asked for it); otherwise it is left out with one line in `warnings` naming its package
     (printed to stderr when `warnings` is None), so one bad installed package cannot stop every run."""
-    sources = list(dict.fromkeys(source_of(r) for r in (refs or [])))
-    found = [load(s) for s in sources]
+    notes: list[str] = []
+    sources = list(dict.fromkeys(source_of(r) for r in _expand(refs or [], notes)))
+    elsewhere = check_elsewhere([s for s in sources if s.foreign()])  # at once: each starts its library
+    found = [elsewhere[s] if s in elsewhere else load(s) for s in sources]
     register(found)
     if not entry_points:
+        _warn(notes, warnings)
         return found
-    notes: list[str] = []
     try:
         eps = [s for s in entry_point_sources() if s not in sources]
     except Exception as exc:  # noqa: BLE001 - broken package metadata
@@ -221,12 +341,60 @@ def load_all(refs: list[str] | None, entry_points: bool = True, wanted: list[str
                          "--no-entry-points skips every entry point)")
             continue
         found.append(plugin)
+    _warn(notes, warnings)
+    return found
+
+
+def _warn(notes: list[str], warnings: list[str] | None) -> None:
     if warnings is None:
         for n in notes:
             print(f"warning: {n}", file=sys.stderr)
     else:
         warnings += notes
-    return found
+
+
+ZOO = "zoo"  # the --plugin value that stands for every zoo plug-in whose libraries are installed
+
+
+def zoo_files() -> list[Path]:
+    """The zoo's plug-in files (zoo/*.py) and the Liger plug-in (examples/plugins/liger.py) where it exists."""
+    root = Path(__file__).resolve().parent.parent
+    liger = root / "examples" / "plugins" / "liger.py"
+    return sorted(p for p in (root / "zoo").glob("*.py") if not p.name.startswith("_")) + (
+        [liger] if liger.is_file() else [])
+
+
+def missing_libraries(path: Path) -> list[str]:
+    """What a plug-in file needs and this environment lacks, found without importing it: the top-level
+    packages it imports and the backend of its FRAMEWORK."""
+    from suite.backend_api import discover
+
+    tree = ast.parse(path.read_bytes(), filename=str(path))
+    wanted = [a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names]
+    wanted += [n.module.split(".")[0] for n in tree.body if isinstance(n, ast.ImportFrom) and n.module and not n.level]
+    fw = module_level(path, "FRAMEWORK")
+    backend = discover().get(fw.value) if isinstance(fw, ast.Constant) and isinstance(fw.value, str) else None
+    if backend is not None:
+        wanted.append(backend.requires)
+    return [m for m in dict.fromkeys(wanted) if importlib.util.find_spec(m) is None]
+
+
+def _expand(refs: list[str], notes: list[str]) -> list[str]:
+    """--plugin values with `zoo` replaced by the zoo plug-ins whose libraries are installed; the others
+    are named in `notes` with what they lack."""
+    out = []
+    for ref in refs:
+        if ref != ZOO:
+            out.append(ref)
+            continue
+        for path in zoo_files():
+            lacking = missing_libraries(path)
+            if lacking:
+                notes.append(f"zoo plug-in {path.stem} skipped: {', '.join(lacking)} not installed "
+                             '(pip install -e ".[zoo]" -c constraints/lock-cpu.txt)')
+            else:
+                out.append(str(path))
+    return out
 
 
 def ensure(sources: list[Source]) -> None:

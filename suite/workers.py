@@ -3,7 +3,8 @@
 Every row of a run is computed in a worker process, never in the process that supervises the run:
 
 - the built-ins of a framework run in workers of their own, and each plug-in in workers of its own,
-  so nothing a plug-in sets process-wide (at import or in a call) reaches another implementation;
+  so nothing a plug-in sets process-wide (at import or in a call) reaches another implementation; a
+  plug-in that declares ENV (suite/plugins.py) gets workers started with that environment;
 - a worker says which call it is making before it makes it, so a call that overruns `timeout` is
   stopped (the worker is killed and replaced), and a worker that dies (a segfault, `os._exit`, the OOM
   killer) is named in the rows of the call it was making; a fresh worker computes the rest;
@@ -44,6 +45,7 @@ class Task:
     start: int = 0  # resumed at this case after its worker died
     failed: dict[tuple[int, int, Key], str] = field(default_factory=dict)  # calls that killed a worker
     deaths: int = 0  # deaths outside any call at this start (the task is given up at two)
+    env: dict[str, str] = field(default_factory=dict)  # the plug-in's ENV: its workers start with it
 
     @property
     def lane(self) -> str:
@@ -81,14 +83,16 @@ def make_tasks(plan: Plan, gpu: bool | None = None) -> list[Task]:
             for devices in kinds:
                 for dtype in plan.dtypes:
                     out.append(Task(replace(plan, backends=[backend], dtypes=[dtype], devices=devices, impls=impls,
-                                            plugins=srcs), label, devices == ["gpu"]))
+                                            plugins=srcs), label, devices == ["gpu"],
+                                    env=dict(srcs[0].env) if srcs else {}))
     return out
 
 
-def worker_env(gpu: bool) -> dict[str, str]:
+def worker_env(gpu: bool, plugin_env: dict[str, str] | None = None) -> dict[str, str]:
     """What a worker's environment gets before any framework starts: GPU memory shared, not grabbed (the
-    user's own settings of these variables win), and the GPU hidden from a worker that may not hold it."""
-    env = {k: os.environ.get(k, v) for k, v in GPU_MEMORY_ENV.items()}
+    user's own settings of these variables win), a plug-in's ENV, and the GPU hidden from a worker that may
+    not hold it (over anything the plug-in says)."""
+    env = {**{k: os.environ.get(k, v) for k, v in GPU_MEMORY_ENV.items()}, **(plugin_env or {})}
     return env if gpu else {**env, **HIDE_GPU_ENV}
 
 
@@ -242,9 +246,9 @@ class Supervisor:
 
     # ---- processes
 
-    def _start(self, slot: _Slot, group: str) -> None:
+    def _start(self, slot: _Slot, group: str, plugin_env: dict[str, str]) -> None:
         self._stop(slot)
-        env = worker_env(slot.gpu)
+        env = worker_env(slot.gpu, plugin_env)
         mine, theirs = self.ctx.Pipe()
         state = CallState(self.ctx)
         process = self.ctx.Process(target=_serve, args=(theirs, state, env, os.getpid()),
@@ -325,7 +329,7 @@ class Supervisor:
                 continue
             task = self.tasks[i]
             if slot.process is None or slot.group != task.group or not slot.process.is_alive():
-                self._start(slot, task.group)  # a plug-in never shares a process with anything else
+                self._start(slot, task.group, task.env)  # a plug-in never shares a process with anything else
             slot.task = i
             slot.conn.send(task)
 
