@@ -343,12 +343,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("compile time (summed over workers): " + ", ".join(f"{k} {v:.1f} s" for k, v in compile_s.items()))
     for s in info.skipped:
         print(f"skipped {s}")
+    from suite.findings import summary_lines  # what is broken where, and why rows were not graded
+
+    print("\n" + "\n".join(summary_lines(df)))
     print("\nverdicts per backend x device x mode x impl:")
     print(summary(df).to_string())
-    bad = df[df["verdict"].isin(["error"])]
-    if len(bad):
-        print(f"\n{len(bad)} error rows; first: {bad.iloc[0]['backend']} {bad.iloc[0]['impl']} "
-              f"{bad.iloc[0]['op']} {bad.iloc[0]['case']}: {bad.iloc[0]['message']}")
     for verdict, what in (("mutates_input", "wrote into their inputs"),
                           ("changes_settings", "changed process settings")):
         hit = df[df["verdict"] == verdict]

@@ -546,12 +546,14 @@ class Section:
     tables: dict[str, tuple[pd.DataFrame, bool]]  # subtitle -> (table, show index)
     image: str | None = None
     csv: dict[str, pd.DataFrame] = field(default_factory=dict)  # subtitle -> the CSV, where it differs
+    md: str = ""  # pre-rendered content in place of note and tables (Findings: suite/findings.py)
+    html: str = ""
 
 
 def build(data: Data, out: Path) -> list[Section]:
     acc_all, tim = data.newest(data.accuracy), data.newest(data.timing)
     acc = native(acc_all)  # the main tables: each framework in its own mode; the other mode in its section
-    sections = []
+    sections = [findings_section(acc_all)]
     stab = stability(acc) if len(acc) else {}
     sections.append(Section(
         "Stability matrix",
@@ -647,16 +649,48 @@ def _csv_name(title: str, sub: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", f"{title} {sub}".lower()).strip("_") + ".csv"
 
 
-def render_md(sections: list[Section], header: str) -> str:
+def findings_section(acc: pd.DataFrame) -> Section:
+    """What is broken where, first (suite/findings.py; docs/findings.md)."""
+    from suite import findings
+
+    found = findings.derive(acc) if len(acc) else []
+    note = findings.reasons(findings.own(acc), "unsupported") if len(acc) else ""
+    return Section("Findings", "", {}, md=findings.render_md(found, [note] if note else None),
+                   html=findings.render_html(found, [note] if note else None))
+
+
+MATRICES = "report-matrices.md"  # the dense tables, linked from report.md (which stays short)
+DENSE_BYTES, DENSE_WIDTH = 8000, 400
+
+
+def _dense(text: str) -> bool:
+    return len(text) > DENSE_BYTES or max(map(len, text.split("\n"))) > DENSE_WIDTH
+
+
+def _anchor(title: str) -> str:
+    return re.sub(r"[^\w\- ]", "", title.lower()).strip().replace(" ", "-")
+
+
+def render_md(sections: list[Section], header: str, moved: list[str] | None = None) -> str:
+    """report.md; with `moved` given, dense tables go there (for MATRICES) and report.md links to them."""
     parts = [header]
     for s in sections:
+        if s.md:
+            parts.append(s.md)
+            continue
         parts.append(f"## {s.title}\n\n{s.note}\n")
         if not s.tables and not s.image:
             parts.append("_no data in the store_\n")
         for sub, (df, index) in s.tables.items():
             if sub:
                 parts.append(f"### {sub}\n")
-            parts.append((df.to_markdown(index=index) if len(df) else "_no data in the store_") + "\n")
+            text = df.to_markdown(index=index) if len(df) else "_no data in the store_"
+            if moved is not None and _dense(text):
+                title = f"{s.title}: {sub}" if sub else s.title
+                moved.append(f"## {title}\n\n{text}\n")
+                text = (f"→ [{title}]({MATRICES}#{_anchor(title)}): {len(df)} rows × {df.shape[1]} columns, "
+                        "on the second page")
+            parts.append(text + "\n")
         if s.image:
             parts.append(f"![{s.title}]({s.image})\n")
     return "\n".join(parts)
@@ -665,13 +699,19 @@ def render_md(sections: list[Section], header: str) -> str:
 def render_html(sections: list[Section], header: str, out: Path) -> str:
     body = [f"<h1>softmax-suite report</h1><p class='note'>{html.escape(header.split(chr(10), 2)[-1])}</p>"]
     for s in sections:
+        if s.html:
+            body.append(s.html)
+            continue
         body.append(f"<h2>{html.escape(s.title)}</h2><p class='note'>{html.escape(s.note)}</p>")
         if not s.tables and not s.image:
             body.append("<p><em>no data in the store</em></p>")
         for sub, (df, index) in s.tables.items():
             if sub:
                 body.append(f"<h3>{html.escape(sub)}</h3>")
-            body.append(_html_table(df, index) if len(df) else "<p><em>no data in the store</em></p>")
+            table = _html_table(df, index) if len(df) else "<p><em>no data in the store</em></p>"
+            if len(df) and _dense(df.to_markdown(index=index)):  # collapsed, as report.md moves it
+                table = f"<details><summary>{len(df)} rows × {df.shape[1]} columns</summary>{table}</details>"
+            body.append(table)
         if s.image:
             data = base64.b64encode((out / s.image).read_bytes()).decode()
             body.append(f'<img alt="{html.escape(s.title)}" src="data:image/png;base64,{data}">')
@@ -694,7 +734,12 @@ def write(data: Data, out: Path, header: str) -> list[Path]:
                 paths.append(p)
         if s.image:
             paths.append(out / s.image)
-    (out / "report.md").write_text(render_md(sections, header), encoding="utf-8")
+    moved: list[str] = []
+    (out / "report.md").write_text(render_md(sections, header, moved), encoding="utf-8")
+    if moved:
+        (out / MATRICES).write_text("\n".join(["# softmax-suite report: the dense tables\n",
+                                                "Linked from [report.md](report.md).\n", *moved]), encoding="utf-8")
+        paths.append(out / MATRICES)
     (out / "report.html").write_text(render_html(sections, header, out), encoding="utf-8")
     return [out / "report.md", out / "report.html", *paths]
 
