@@ -121,6 +121,15 @@ class Backend(BaseBackend):
     def put_targets(self, a, device):
         return self.jax.device_put(np.asarray(a, dtype=np.int64), self._device(device))
 
+    def random_normal(self, shape, dtype, device, seed):
+        jax = self.jax
+        with jax.default_device(self._device(device)):
+            return jax.random.normal(jax.random.key(seed), shape, dtype=np_dtype(dtype))
+
+    def full(self, shape, value, dtype, device):
+        with self.jax.default_device(self._device(device)):
+            return self.jnp.full(shape, value, dtype=np_dtype(dtype))
+
     def hands_copies(self, mode):
         """Arrays are immutable; a call outside jit could still donate one (jax.jit(donate_argnums)), which
         deletes it. Inside the suite's compiled programs nothing can be donated or written."""

@@ -76,6 +76,14 @@ class Backend(BaseBackend):
     def put_targets(self, a, device):
         return np.asarray(a, dtype=np.int64)
 
+    def random_normal(self, shape, dtype, device, seed):
+        """float32 straight from the generator (float64 only when asked for): half the time of float64 then a cast."""
+        wide = np.float64 if dtype == "float64" else np.float32
+        return np.random.default_rng(seed).standard_normal(shape, dtype=wide).astype(np_dtype(dtype), copy=False)
+
+    def full(self, shape, value, dtype, device):
+        return np.full(shape, value, dtype=np_dtype(dtype))
+
     def copy_fn(self, src):
         dst = np.empty_like(src)
         return (lambda: np.copyto(dst, src)), "numpy.copyto"

@@ -101,6 +101,14 @@ class Backend(BaseBackend):
         with self.tf.device(self._dev(device)):
             return self.tf.constant(np.asarray(a, dtype=np.int64))
 
+    def random_normal(self, shape, dtype, device, seed):
+        with self.tf.device(self._dev(device)):
+            return self.tf.random.stateless_normal(shape, seed=[seed, 0], dtype=self._dt[dtype])
+
+    def full(self, shape, value, dtype, device):
+        with self.tf.device(self._dev(device)):
+            return self.tf.fill(shape, self.tf.constant(value, dtype=self._dt[dtype]))
+
     def hands_copies(self, mode):
         """A tf.Tensor has no in-place operation: ops return new tensors and .numpy() is a copy
         (suite/tests/test_containment.py tries it), so every call may be handed the same tensor."""

@@ -94,6 +94,13 @@ class Backend(BaseBackend):
     def put_targets(self, a, device):
         return self.torch.as_tensor(np.asarray(a, dtype=np.int64), device=self._dev(device))
 
+    def random_normal(self, shape, dtype, device, seed):
+        gen = self.torch.Generator(device=self._dev(device)).manual_seed(seed)
+        return self.torch.randn(shape, generator=gen, dtype=self._dt[dtype], device=self._dev(device))
+
+    def full(self, shape, value, dtype, device):
+        return self.torch.full(shape, value, dtype=self._dt[dtype], device=self._dev(device))
+
     def copy(self, a):
         return a.detach().clone()
 

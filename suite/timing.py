@@ -4,11 +4,12 @@ time, then median / IQR / min; throughput as a share of the same device's measur
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from suite.runner import Inputs
 TIMING_COLUMNS = [
     "backend", "backend_version", "device", "mode", "dtype", "op", "impl", "pass", "batch", "vocab", "bytes",
     "median_s", "iqr_s", "min_s", "rounds", "number", "gbps", "pct_of_copy", "copy_gbps", "copy_gbps_end",
-    "compile_s", "samples", "message",
+    "compile_s", "samples", "measured_s", "overhead_s", "message",
 ]
 PASSES = ("forward", "forward+backward")
 # Default sweep: vocab 2^4 .. 2^18 (odd widths too), batch chosen so float32 inputs grow with the vocab
@@ -57,20 +58,21 @@ def measure(fn: Callable[[], Any], wait: Callable[[Any], None], min_time: float 
             ) -> Measurement:
     """Time fn() like pytest-benchmark / torch.utils.benchmark, with the device wait inside the block.
 
-    The first call (compilation, tracing, allocator warm-up) is timed on its own and excluded. `number`
-    calls per round are chosen so a round lasts >= round_target (timer overhead negligible); rounds are
+    The first call (compilation, tracing, allocator warm-up) is timed on its own and excluded. The second,
+    warm call sets `number`, the calls per round, so a round lasts >= round_target (timer overhead
+    negligible); a call that long on its own is a round of one already and is kept as the first sample
+    (warm-up calls of a slow configuration would otherwise cost as much as the measurement). Rounds are
     added until they sum to >= min_time and there are >= min_rounds.
     """
     t0 = clock()
     wait(fn())
     first = clock() - t0
-    wait(fn())  # second warm-up: caches, lazy allocations
     t0 = clock()
-    wait(fn())
+    wait(fn())  # warm: caches, lazy allocations
     one = max(clock() - t0, 1e-9)
     number = max(1, math.ceil(round_target / one * (1 - 1e-9)))  # 1e-3 / 2e-4 is 5.000000000000001
-    samples: list[float] = []
-    total = 0.0
+    samples: list[float] = [one] if number == 1 else []
+    total = sum(samples)
     while (total < min_time or len(samples) < min_rounds) and len(samples) < max_rounds:
         t0 = clock()
         out = None
@@ -99,8 +101,10 @@ def traffic_bytes(op: str, pass_: str, batch: int, vocab: int, itemsize: int) ->
 
 
 def copy_bandwidth(backend: BaseBackend, device: str, nbytes: int, min_time: float) -> tuple[float, str]:
-    """STREAM-style copy (read + write) on the device, in GB/s, and how it was done."""
-    src = backend.put(np.random.default_rng(0).standard_normal(nbytes // 4), "float32", device)
+    """STREAM-style copy (read + write) on the device, in GB/s, and how it was done. The source is filled on
+    the device (a copy's speed does not depend on the values; 256 MiB of random numbers made on the host
+    and moved over cost seconds, twice per backend)."""
+    src = backend.full((nbytes // 4,), 1.0, "float32", device)
     fn, how = backend.copy_fn(src)
     m = measure(fn, backend.wait, min_time=min_time)
     return 2 * (nbytes // 4) * 4 / m.median / 1e9, how
@@ -117,33 +121,85 @@ def timed_callable(backend: BaseBackend, impl: str, op: str, pass_: str, inp: In
     return lambda: fn(*args)
 
 
+def _cotangent_shape(op: str, batch: int, vocab: int) -> tuple[int, ...]:
+    return () if op == "cross_entropy_mean" else ((batch, vocab) if op in ("softmax", "log_softmax") else (batch,))
+
+
 def bench_inputs(backend: BaseBackend, device: str, dtype: str, op: str, batch: int, vocab: int,
                  seed: int = 0) -> Inputs:
     """Random normal logits, targets, uniform probabilities and a cotangent of the op's output shape,
-    created on the device (before anything is timed)."""
-    rng = np.random.default_rng(seed)
-    z = backend.put(rng.standard_normal((batch, vocab)), dtype, device)
-    t = backend.put_targets(rng.integers(0, vocab, size=batch), device)
-    p = backend.put(np.full((batch, vocab), 1.0 / vocab), dtype, device)
-    gshape = () if op == "cross_entropy_mean" else ((batch, vocab) if op in ("softmax", "log_softmax") else (batch,))
-    g = backend.put(np.ones(gshape), dtype, device)
+    made on the device by the framework (no host array copied over: on a GPU that cost seconds per
+    configuration at 10^8 values), before anything is timed."""
+    z = backend.random_normal((batch, vocab), dtype, device, seed)
+    t = backend.put_targets(np.random.default_rng(seed).integers(0, vocab, size=batch), device)
+    p = backend.full((batch, vocab), 1.0 / vocab, dtype, device)
+    g = backend.full(_cotangent_shape(op, batch, vocab), 1.0, dtype, device)
     return Inputs(x=z, z=z, targets=t, probs=p, cotangents={op: g})
+
+
+class InputCache:
+    """The sweep's inputs, made once per (backend, device, dtype, batch, vocab) and shared by every op, impl,
+    pass and mode of that shape (an op's cotangent is added to them when first asked for). Only the latest
+    shape is held: the default sweep's largest inputs are hundreds of MiB, and the grid order runs each
+    shape's configurations together (--order random remakes them when the shape changes)."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.inputs: Inputs | None = None
+        self.made = 0  # inputs constructed (bench_inputs calls)
+        self.seconds = 0.0  # spent making inputs and cotangents
+
+    def get(self, backend: BaseBackend, device: str, dtype: str, op: str, batch: int, vocab: int,
+            seed: int = 0) -> Inputs:
+        key = (backend.name, device, dtype, batch, vocab, seed)
+        t0 = time.perf_counter()
+        if key != self.key or self.inputs is None:
+            self.key, self.inputs = None, None  # the old arrays go before the new ones are made
+            self.inputs, self.key = bench_inputs(backend, device, dtype, op, batch, vocab, seed), key
+            self.made += 1
+        inp = self.inputs
+        if op not in inp.cotangents:
+            shape = _cotangent_shape(op, batch, vocab)
+            same = next((g for o, g in inp.cotangents.items() if _cotangent_shape(o, batch, vocab) == shape), None)
+            inp.cotangents[op] = same if same is not None else backend.full(shape, 1.0, dtype, device)
+        self.seconds += time.perf_counter() - t0
+        return inp
+
+
+_SWEEP_INPUTS: list[InputCache] = []  # the running sweep's cache (bench.run_bench), innermost last
+
+
+@contextlib.contextmanager
+def shared_inputs() -> Iterator[InputCache]:
+    """Within this block bench_one takes its inputs from one cache (outside it, each call makes its own)."""
+    cache = InputCache()
+    _SWEEP_INPUTS.append(cache)
+    try:
+        yield cache
+    finally:
+        _SWEEP_INPUTS.remove(cache)
 
 
 def bench_one(backend: BaseBackend, device: str, dtype: str, op: str, impl: str, pass_: str, batch: int,
               vocab: int, min_time: float, seed: int = 0, mode: str | None = None) -> dict:
     """One configuration timed; in mode `compiled` the first call (tracing and compiling) is excluded from
-    the samples and recorded as compile_s (first call minus the median call)."""
+    the samples and recorded as compile_s (first call minus the median call). `measured_s` is the time of
+    the rounds kept as samples, `setup_s` the rest (inputs, building the callable, the warm-up calls)."""
+    t0 = time.perf_counter()
     mode = mode or backend.default_mode
-    fn = timed_callable(backend, impl, op, pass_, bench_inputs(backend, device, dtype, op, batch, vocab, seed), mode)
+    cache = _SWEEP_INPUTS[-1] if _SWEEP_INPUTS else InputCache()
+    inp = cache.get(backend, device, dtype, op, batch, vocab, seed)
+    fn = timed_callable(backend, impl, op, pass_, inp, mode)
     m = measure(fn, backend.wait, min_time=min_time)
+    measured = sum(m.samples) * m.number
     itemsize = np_dtype(dtype).itemsize
     nbytes = traffic_bytes(op, pass_, batch, vocab, itemsize)
     return {
         "median_s": m.median, "iqr_s": m.iqr, "min_s": min(m.samples), "rounds": len(m.samples),
         "number": m.number, "bytes": nbytes, "gbps": nbytes / m.median / 1e9,
         "compile_s": max(m.first_call_s - m.median, 0.0) if mode == "compiled" else np.nan,
-        "samples": m.samples,
+        "samples": m.samples, "measured_s": measured,
+        "setup_s": max(time.perf_counter() - t0 - measured, 0.0),
     }
 
 
