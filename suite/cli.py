@@ -210,7 +210,7 @@ class _Writes:
         """Best effort: the status file says why the run did not complete."""
         try:
             self.store.write_meta(self.run_id, self.table + self.shard.suffix,
-                                  {**self.meta, "status": status, "error": error})
+                                  {**self.meta, "status": status, "error": error, "partitions": dict(self.rows)})
             return True
         except OSError:
             return False
@@ -386,7 +386,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if not args.min_time > 0:
         raise UsageError(f"--min-time must be positive, got {args.min_time}")
+    t_plugins = time.perf_counter()
     impls, _ = _plugins(args, names, BENCH_DEFAULTS["impls"])
+    t_plugins = time.perf_counter() - t_plugins
     modes = _modes(args)
     chosen = dict(devices=choose("devices", split_list(args.devices), DEVICES, DEVICES),
                   dtypes=choose("dtypes", split_list(args.dtypes), DTYPES, BENCH_DEFAULTS["dtypes"]),
@@ -400,7 +402,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with writes.guard():
         df, info = run_bench(plan, progress=False if args.no_progress else None, on_backend=writes.partitions)
-    env = environment(info, {**writes.meta, "seconds": round(time.perf_counter() - t0, 2),
+    seconds = time.perf_counter() - t0
+    env = environment(info, {**writes.meta, "seconds": round(seconds, 2),
+                             "overhead": plan.costs.summary(seconds + t_plugins, t_plugins),
                              "min_time_s": plan.min_time,
                              "copy_bandwidth": {d: {"gbps": g, "how": h, "gbps_end": plan.copy_end.get(d)}
                                                 for d, (g, h) in plan.copy.items()},
@@ -418,6 +422,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for d, (g, h) in plan.copy.items():
         end = plan.copy_end.get(d, float("nan"))
         print(f"copy bandwidth {d}: {g:.1f} GB/s at the start, {end:.1f} at the end ({h})")
+    over = env["overhead"]
+    if over["measured_s"]:
+        print(f"time: {over['wall_s']:.1f} s for {over['measured_s']:.1f} s of measured rounds (overhead "
+              f"{over['overhead_pct_of_measured']:.0f} %: " + ", ".join(f"{k} {v:.1f} s" for k, v in
+                                                                     over["parts_s"].items()) + ")")
     for s in info.skipped:
         print(f"skipped {s}")
     shown = df[df.median_s.notna()]
