@@ -638,7 +638,7 @@ def run(plan: Plan, progress: bool | None = None, jobs: int = 0,
 
     `on_backend(df)` is called with each backend's rows as soon as all of them are done (the store
     writes that backend's partitions then, so they survive a later interruption)."""
-    from tqdm import tqdm
+    from suite.progress import progress_bar
 
     if jobs > 0:  # one tick per case of each task: plug-ins' tasks and the GPU's are tasks of their own
         from suite.workers import make_tasks
@@ -646,8 +646,7 @@ def run(plan: Plan, progress: bool | None = None, jobs: int = 0,
         total = len(plan.cases) * len(make_tasks(plan))
     else:
         total = len(plan.cases) * len(plan.dtypes) * len(plan.backends)
-    bar = tqdm(total=total, desc="accuracy", unit="case", dynamic_ncols=True,
-               disable=(None if progress is None else not progress))
+    bar = progress_bar(total, "accuracy", "case", progress)  # a bar, or plain lines in a log or pipe
 
     def tick(name: str) -> None:
         bar.set_postfix_str(name[:28], refresh=False)
