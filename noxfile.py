@@ -9,6 +9,8 @@ framework and the suite's core; plus `tests` (what .ci/run runs), `lint`, `compa
     SUITE_SIZES=64x131072 SUITE_MIN_TIME=0.5 ...     the timing sweep (SUITE_SIZES=none: no timing)
     nox -s latest                                    newest releases, no lock: run, then compare with the lock's run
     nox -s ab -- --a PY_A --b PY_B --backends jax    the replicated, interleaved timing protocol (docs/comparing.md)
+    nox -s gpu                                       on a machine with an NVIDIA GPU: the GPU matrix (torch, jax),
+                                                     Liger-Kernel's plug-in and the GPU timing sweep (docs/gpu.md)
 
 Each framework session runs the accuracy matrix and the timing sweep and writes both into the store
 under one run id: the git-ignored local store results/local/ by default, the published store with
@@ -78,7 +80,7 @@ jax = _framework_session("jax")
 @nox.session
 def tests(session: nox.Session) -> None:
     """What .ci/run runs: the README's test command (the locked set)."""
-    session.install("-e", ".[all,test]", "-c", LOCK)
+    session.install("-e", ".[all,test,gpu-kernels]", "-c", LOCK)
     session.run("python", "-m", "pytest", "-q", *session.posargs)
 
 
@@ -135,3 +137,61 @@ def latest(session: nox.Session) -> None:
                 *session.posargs)
     session.run("python", "-m", "suite", "compare", base, run_id, "--store", store, "--out", out,
                 success_codes=[0, 1, 3])  # 1: rows got worse (the finding), 3: skipped files listed
+
+
+# The GPU session's builds: those of the published H200 runs (results/runs/h200-*); SUITE_GPU_* replace them.
+GPU_TORCH = "2.11.0"
+GPU_TORCH_INDEX = "https://download.pytorch.org/whl/cu130"  # the CUDA 13.0 build (torch 2.11.0+cu130)
+GPU_JAX = "0.11.2"  # with its CUDA 13 plug-in: jax[cuda13]
+GPU_LIGER = "0.8.5"
+# The GPU timing sweep: vocab 16 .. 262,147 and the LLM shapes the report's speed table shows.
+GPU_SIZES = "64x16,8x1000,16x4096,256x32768,83x50257,64x131072,16x262147,512x131072,4096x32768"
+
+
+def _no_gpu() -> str | None:
+    """Why this machine cannot run the GPU session (None if it can), before anything is installed."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return "no NVIDIA GPU here: nvidia-smi is not on PATH (the GPU session needs an NVIDIA GPU and its driver)"
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"nvidia-smi -L failed ({type(exc).__name__}): no usable GPU"
+    if out.returncode != 0 or "GPU" not in out.stdout:
+        return f"nvidia-smi -L lists no GPU (exit {out.returncode}: {(out.stderr or out.stdout).strip()[:200]})"
+    return None
+
+
+@nox.session
+def gpu(session: nox.Session) -> None:
+    """On an NVIDIA GPU: the accuracy matrix of torch and of jax on the GPU, Liger-Kernel's plug-in
+    (examples/plugins/liger.py) and the GPU timing sweep, each its own run (one partition each: what
+    `python -m suite.import_run` publishes) under SUITE_RUN_ID (default <date>-gpu-<hex>) plus -torch, -jax,
+    -liger, -timing, into SUITE_STORE (default results/local). Skipped, with the reason, where there is no GPU.
+    SUITE_GPU_TORCH, SUITE_GPU_TORCH_INDEX, SUITE_GPU_JAX, SUITE_GPU_LIGER, SUITE_GPU_SIZES (none: no timing)
+    and SUITE_MIN_TIME replace the defaults; posargs go to each `python -m suite run`."""
+    why = _no_gpu()
+    if why:
+        session.skip(why)
+    env = os.environ.get
+    session.install("--index-url", env("SUITE_GPU_TORCH_INDEX", GPU_TORCH_INDEX),
+                    f"torch=={env('SUITE_GPU_TORCH', GPU_TORCH)}")
+    # liger-kernel alone, not the gpu-kernels extra: torch's CUDA wheels pin their own triton
+    session.install("-e", ".", f"jax[cuda13]=={env('SUITE_GPU_JAX', GPU_JAX)}",
+                    f"liger-kernel=={env('SUITE_GPU_LIGER', GPU_LIGER)}")
+    seen = session.run("python", "-c", "import torch; print('cuda', torch.cuda.is_available())", silent=True)
+    if "cuda True" not in str(seen):
+        session.skip(f"torch in this venv sees no GPU (torch.cuda.is_available() is False): {str(seen).strip()}")
+    run_id = env("SUITE_RUN_ID") or f"{dt.datetime.now(dt.timezone.utc):%Y%m%d}-gpu-{secrets.token_hex(2)}"
+    common = ["--devices", "gpu", "--store", env("SUITE_STORE", "results/local"), "--no-progress"]
+    for backend in ("torch", "jax"):
+        session.run("python", "-m", "suite", "run", *common, "--backends", backend, "--run-id",
+                    f"{run_id}-{backend}", *session.posargs)
+    session.run("python", "-m", "suite", "run", *common, "--backends", "torch", "--plugin",
+                "examples/plugins/liger.py", "--impls", "liger", "--run-id", f"{run_id}-liger", *session.posargs)
+    sizes = env("SUITE_GPU_SIZES", GPU_SIZES)
+    if sizes.lower() != "none":
+        session.run("python", "-m", "suite", "bench", *common, "--backends", "torch,jax", "--sizes", sizes,
+                    "--min-time", env("SUITE_MIN_TIME", "0.2"), "--run-id", f"{run_id}-timing")
