@@ -195,6 +195,8 @@ def _group_key(r: pd.Series) -> tuple:
     if k == "convention":
         got = _join(sorted({g for g, _ in _pairs(r.get("message", ""))}))
         return (k, r["backend"], r["impl"], r["op"], r["pass"], got)
+    if r["verdict"] in ("error", "mutates_input", "changes_settings"):  # one defect per distinct exception
+        return (k, r["backend"], r["impl"], r["verdict"], _first_line(r.get("message", "")))
     return (k, r["backend"], r["impl"], r["op"], r["pass"], r["verdict"], _dclass(r["dtype"]))
 
 
@@ -221,6 +223,8 @@ def _title(key: tuple, rows: pd.DataFrame) -> str:
     dtypes = "/".join(d for d in ("float16", "bfloat16", "float32", "float64") if d in set(rows.dtype))
     if key[0] == "convention":
         return f"{apis} {key[4]}: {key[5]} where the convention says NaN"
+    if len(key) == 5:
+        return f"{apis}: {VERDICT_PHRASE.get(key[3], key[3])}" + (f" ({key[4]})" if key[3] == "error" else "")
     tags = _common_tags(rows)
     return f"{apis} {key[4]}: {VERDICT_PHRASE.get(key[5], key[5])} in {dtypes}" + (f" ({tags} cases)" if tags else "")
 
@@ -645,7 +649,7 @@ def summary_lines(df: pd.DataFrame, limit: int = SUMMARY_LINES) -> list[str]:
     shown = defects[: limit - 1] if len(defects) > limit - 1 else defects
     for f in shown:
         lines.append(f"  {f.title} [{f.facts['dtypes']}; {f.rows.case.nunique()} cases; worst "
-                     f"{f.facts['worst'][:60]}]")
+                     f"{f.facts['worst']}]")
     if len(defects) > len(shown):
         lines[-1] = f"  ... and {len(defects) - len(shown) + 1} more (python -m suite report)"
     for v in ("unsupported", "error"):
