@@ -62,7 +62,7 @@ MECHANISMS: tuple[Mechanism, ...] = (
               "np.sum over ml_dtypes.bfloat16 accumulates 8-bit partial sums, so on thousands of classes the "
               "row sum is off by percents (4,096 equal logits: each probability 1/256); torch, TensorFlow "
               "and XLA accumulate in float32",
-              ("inaccurate",), backends=("numpy",), dtypes=("bfloat16",)),
+              ("inaccurate",), backends=("numpy",), dtypes=("bfloat16",), when="many_classes"),
     Mechanism("flush-to-zero", "{fw} CPU kernels flush subnormals to zero ({api})",
               "TensorFlow's and XLA's CPU kernels run with denormals flushed to zero: a subnormal exp(x − m) "
               "becomes 0, and so does a normal result computed from it",
@@ -135,7 +135,8 @@ def subnormal_exp(case: str, dtype: str) -> bool:
 
 
 PREDICATES = {"subnormal_exp": lambda r: subnormal_exp(r["case"], r["dtype"]),
-              "wide_row": lambda r: float(r.get("n_classes") or 0) >= 16384}
+              "wide_row": lambda r: float(r.get("n_classes") or 0) >= 16384,
+              "many_classes": lambda r: float(r.get("n_classes") or 0) >= 1024}
 
 
 def mechanism(row: pd.Series) -> Mechanism | None:
@@ -551,7 +552,7 @@ def reproducer(g: pd.DataFrame) -> tuple[str | None, str]:
 
 # --- rendering ----------------------------------------------------------------------------------------
 
-def _wrap(text: str, width: int = 150) -> str:
+def _wrap(text: str, width: int = 120) -> str:
     """Markdown lines short enough for a 1,400 px window (a renderer joins them again)."""
     import textwrap
 
@@ -582,7 +583,7 @@ def render_md(findings: list[Finding], unsupported: list[str] | None = None) -> 
         out += ["### Conventions (not defects)", "",
                 _wrap("Where the exact answer is undefined (a +inf or NaN logit, a fully masked row) the suite's "
                       "convention is the IEEE NaN; these frameworks return another value there."), ""]
-        t = pd.DataFrame([{"framework": f.facts["framework"], "op": f.facts["ops"],
+        t = pd.DataFrame([{"framework": f.facts["framework"], "call": f.title.split(": ", 1)[0],
                            "returns": _returns(f), "dtypes": f.facts["dtypes"],
                            "cases": f.rows.case.nunique()} for f in conv])
         out += [t.to_markdown(index=False), ""]
@@ -607,10 +608,10 @@ def render_html(findings: list[Finding], unsupported: list[str] | None = None) -
                  if f.reproducer else f"<p><em>no reproducer: {e(f.no_reproducer)}</em></p>")
         out.append(f"<h3>{i}. {e(f.title)}</h3><ul>{items}<li><b>mechanism</b>: {e(f.mechanism)}</li></ul>{repro}")
     if conv:
-        rows = "".join(f"<tr><td>{e(f.facts['framework'])}</td><td>{e(f.facts['ops'])}</td>"
+        rows = "".join(f"<tr><td>{e(f.facts['framework'])}</td><td>{e(f.title.split(': ', 1)[0])}</td>"
                        f"<td>{e(_returns(f))}</td><td>{e(f.facts['dtypes'])}</td><td>{f.rows.case.nunique()}</td></tr>"
                        for f in conv)
-        out.append("<h3>Conventions (not defects)</h3><table><tr><th>framework</th><th>op</th><th>returns</th>"
+        out.append("<h3>Conventions (not defects)</h3><table><tr><th>framework</th><th>call</th><th>returns</th>"
                    f"<th>dtypes</th><th>cases</th></tr>{rows}</table>")
     if unsupported:
         out.append(f"<p class='note'>Not run (unsupported): {e('; '.join(unsupported))}.</p>")
