@@ -207,9 +207,10 @@ VERDICT_PHRASE = {"nonfinite": "NaN/inf where the answer is finite", "inaccurate
 
 
 def _common_tags(rows: pd.DataFrame) -> str:
-    if "tags" not in rows:
-        return ""
-    sets = [set(str(t).split(",")) - {"", "nan", "None"} for t in rows.drop_duplicates("case").tags]
+    """The catalog tags every case of the group has (the row's `tags`, else the catalog's)."""
+    cases = rows.drop_duplicates("case")
+    tags = cases.tags if "tags" in cases else [",".join(c.tags) if (c := _case(n)) else "" for n in cases.case]
+    sets = [set(str(t).split(",")) - {"", "nan", "None"} for t in tags]
     common = set.intersection(*sets) if sets else set()
     return ", ".join(sorted(common))
 
@@ -254,8 +255,8 @@ def derive(df: pd.DataFrame, reproducers: bool = True) -> list[Finding]:
     if rows.empty:
         return []
     rows = rows.assign(**{c: rows[c].astype(str) for c in ("backend", "device", "dtype", "op", "pass", "impl")})
-    if "mode" not in rows:
-        rows = rows.assign(mode="")
+    mode = rows["mode"].astype(str).replace({"nan": "", "None": "", "<NA>": ""}) if "mode" in rows else ""
+    rows = rows.assign(mode=mode)
     keys = rows.apply(_group_key, axis=1)
     out = []
     for key, idx in keys.groupby(keys).groups.items():
