@@ -557,8 +557,24 @@ def _wrap(text: str, width: int = 120) -> str:
     """Markdown lines short enough for a 1,400 px window (a renderer joins them again)."""
     import textwrap
 
-    return textwrap.fill(text, width, subsequent_indent="  " if text.startswith("- ") else "",
+    indent = " " * (text.index(" ") + 1) if re.match(r"(- |\d+\. )", text) else ""
+    return textwrap.fill(text, width, subsequent_indent=indent,
                          break_long_words=False, break_on_hyphens=False)
+
+
+def _cases(rows: pd.DataFrame) -> str:
+    n = rows.case.nunique()
+    return f"{n} case{'s' if n != 1 else ''}"
+
+
+def _dtypes_short(f: Finding) -> str:
+    n = f.rows.dtype.nunique()
+    return "all 4 dtypes" if n == 4 else f.facts["dtypes"]
+
+
+def _where(f: Finding) -> str:
+    """'torch, cpu/gpu': the frameworks and devices of an entry, for its line in the list."""
+    return f"{'/'.join(sorted(set(f.rows.backend)))}, {'/'.join(sorted(set(f.rows.device)))}"
 
 
 def _returns(f: Finding) -> str:
@@ -572,6 +588,9 @@ def render_md(findings: list[Finding], unsupported: list[str] | None = None) -> 
            _wrap(f"{len(defects)} defect(s) of the frameworks' own implementations (`fused`) and plug-ins, derived "
                  "from the rows below by `suite/findings.py` (rules: docs/findings.md). The suite's hand-written "
                  "formulas (`naive`, `shifted`, ...) are not counted: their failures are the catalog's lesson."), ""]
+    out += [_wrap(f"{i}. {f.title} — {_where(f)}; {_dtypes_short(f)}; {_cases(f.rows)}")
+            for i, f in enumerate(defects, 1)]
+    out += [""] if defects else []
     for i, f in enumerate(defects, 1):
         out += [f"### {i}. {f.title}", ""]
         out += [_wrap(f"- **{k}**: {v}") for k, v in f.facts.items()]
@@ -650,7 +669,7 @@ def summary_lines(df: pd.DataFrame, limit: int = SUMMARY_LINES) -> list[str]:
              + (f", {len(conv)} convention(s)" if conv else "") + (":" if defects else "")]
     shown = defects[: limit - 1] if len(defects) > limit - 1 else defects
     for f in shown:
-        lines.append(f"  {f.title} [{f.facts['dtypes']}; {f.rows.case.nunique()} cases; worst "
+        lines.append(f"  {f.title} [{f.facts['dtypes']}; {_cases(f.rows)}; worst "
                      f"{f.facts['worst']}]")
     if len(defects) > len(shown):
         lines[-1] = f"  ... and {len(defects) - len(shown) + 1} more (python -m suite report)"
