@@ -195,3 +195,19 @@ def gpu(session: nox.Session) -> None:
     if sizes.lower() != "none":
         session.run("python", "-m", "suite", "bench", *common, "--backends", "torch,jax", "--sizes", sizes,
                     "--min-time", env("SUITE_MIN_TIME", "0.2"), "--run-id", f"{run_id}-timing")
+
+
+@nox.session
+def zoo(session: nox.Session) -> None:
+    """The zoo (docs/zoo.md): keras 3 on each backend, optax and scikit-learn at the lock's versions, their
+    tests, then the whole catalog of every zoo plug-in installed here under SUITE_RUN_ID (default
+    <date>-cpu-zoo-<hex>) into SUITE_STORE (default results/local); posargs go to `python -m suite run`."""
+    session.install("-e", ".[all,zoo,test]", "-c", LOCK)
+    session.run("python", "-m", "zoo")
+    session.run("python", "-m", "pytest", "-q", "-n", "0", "suite/tests/test_zoo.py")
+    impls = session.run("python", "-m", "zoo", "--names", silent=True).strip().splitlines()[-1]
+    stamp = f"{dt.datetime.now(dt.timezone.utc):%Y%m%d}-cpu-zoo-{secrets.token_hex(2)}"
+    run_id = os.environ.get("SUITE_RUN_ID") or stamp
+    session.run("python", "-m", "suite", "run", "--plugin", "zoo", "--impls", impls, "--devices", "cpu",
+                "--store", os.environ.get("SUITE_STORE", "results/local"), "--run-id", run_id, "--no-progress",
+                *session.posargs)

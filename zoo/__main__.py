@@ -1,5 +1,6 @@
 """`python -m zoo`: the zoo's plug-ins, the libraries they wrap at the installed versions, and which ones
-`--plugin zoo` would load here (the others with what they lack)."""
+`--plugin zoo` would load here (the others with what they lack). `python -m zoo --names`: the loadable ones'
+names, for --impls."""
 
 from __future__ import annotations
 
@@ -40,9 +41,15 @@ def rows() -> list[dict[str, str]]:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The table; with --names, only the loadable plug-ins' names, comma-separated (an --impls value)."""
+    import sys
+
     import pandas as pd
 
+    if (sys.argv[1:] if argv is None else argv) == ["--names"]:
+        print(",".join(r["plug-in"] for r in rows() if r["--plugin zoo"] == "loaded"))
+        return
     print(pd.DataFrame(rows()).to_markdown(index=False))
 
 
