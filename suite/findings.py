@@ -623,6 +623,9 @@ def render_html(findings: list[Finding], unsupported: list[str] | None = None) -
     out = [f"<h2>Findings</h2><p class='note'>{len(defects)} defect(s) of the frameworks' own implementations "
            "(<code>fused</code>) and plug-ins, derived from the rows below by suite/findings.py (rules: "
            "docs/findings.md); the suite's hand-written formulas are not counted.</p>"]
+    if defects:
+        out.append("<ol>" + "".join(f"<li>{e(f.title)} — {e(_where(f))}; {e(_dtypes_short(f))}; {_cases(f.rows)}</li>"
+                                    for f in defects) + "</ol>")
     for i, f in enumerate(defects, 1):
         items = "".join(f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in f.facts.items())
         repro = (f"<details><summary>reproducer</summary><pre><code>{e(f.reproducer)}</code></pre></details>"
