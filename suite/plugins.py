@@ -393,8 +393,17 @@ def _expand(refs: list[str], notes: list[str]) -> list[str]:
                 notes.append(f"zoo plug-in {path.stem} skipped: {', '.join(lacking)} not installed "
                              '(pip install -e ".[zoo]" -c constraints/lock-cpu.txt)')
             else:
-                out.append(str(path))
+                out.append(_shown(path))
     return out
+
+
+def _shown(path: Path) -> str:
+    """A zoo path as a user would type it: relative to the working directory when it is below it (rows'
+    messages and env.json name plug-ins by it)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def ensure(sources: list[Source]) -> None:
