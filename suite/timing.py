@@ -54,14 +54,16 @@ class Measurement:
 
 
 def measure(fn: Callable[[], Any], wait: Callable[[Any], None], min_time: float = 0.2, min_rounds: int = 5,
-            max_rounds: int = 1000, round_target: float = 1e-3, clock: Callable[[], float] = time.perf_counter
-            ) -> Measurement:
+            max_rounds: int = 1000, round_target: float = 1e-3, clock: Callable[[], float] = time.perf_counter,
+            keep_first: bool = False) -> Measurement:
     """Time fn() like pytest-benchmark / torch.utils.benchmark, with the device wait inside the block.
 
     The first call (compilation, tracing, allocator warm-up) is timed on its own and excluded. The second,
     warm call sets `number`, the calls per round, so a round lasts >= round_target (timer overhead
-    negligible); a call that long on its own is a round of one already and is kept as the first sample
-    (warm-up calls of a slow configuration would otherwise cost as much as the measurement). Rounds are
+    negligible); a call that long on its own is a round of one already and is kept as the first sample.
+    With `keep_first` (eager modes: nothing to compile) such a slow configuration's first call is a sample
+    too unless it took over twice the warm call (one-time work: lazy loading, first-touch allocation):
+    excluding two calls of a configuration that runs five cost 40 % of the measured time. Rounds are
     added until they sum to >= min_time and there are >= min_rounds.
     """
     t0 = clock()
@@ -71,7 +73,7 @@ def measure(fn: Callable[[], Any], wait: Callable[[Any], None], min_time: float 
     wait(fn())  # warm: caches, lazy allocations
     one = max(clock() - t0, 1e-9)
     number = max(1, math.ceil(round_target / one * (1 - 1e-9)))  # 1e-3 / 2e-4 is 5.000000000000001
-    samples: list[float] = [one] if number == 1 else []
+    samples: list[float] = ([first] if keep_first and first <= 2 * one else []) + [one] if number == 1 else []
     total = sum(samples)
     while (total < min_time or len(samples) < min_rounds) and len(samples) < max_rounds:
         t0 = clock()
@@ -190,7 +192,7 @@ def bench_one(backend: BaseBackend, device: str, dtype: str, op: str, impl: str,
     cache = _SWEEP_INPUTS[-1] if _SWEEP_INPUTS else InputCache()
     inp = cache.get(backend, device, dtype, op, batch, vocab, seed)
     fn = timed_callable(backend, impl, op, pass_, inp, mode)
-    m = measure(fn, backend.wait, min_time=min_time)
+    m = measure(fn, backend.wait, min_time=min_time, keep_first=mode != "compiled")
     measured = sum(m.samples) * m.number
     itemsize = np_dtype(dtype).itemsize
     nbytes = traffic_bytes(op, pass_, batch, vocab, itemsize)

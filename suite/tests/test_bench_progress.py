@@ -150,3 +150,31 @@ def test_overhead_is_recorded_per_configuration_and_for_the_run(tmp_path):
     assert set(over["parts_s"]) == {"inputs", "copy_bandwidth", "load_frameworks", "load_plugins",
                                     "warm_up_and_rest_of_configs"}
     assert re.search(r"^time: [\d.]+ s for [\d.]+ s of measured rounds \(overhead \d+ %", r.stdout, re.M), r.stdout
+
+
+class StepClock:
+    """fn's calls take `costs[i]` seconds (the last repeats), on a fake clock."""
+
+    def __init__(self, *costs: float):
+        self.t, self.costs, self.calls = 0.0, costs, 0
+
+    def clock(self) -> float:
+        return self.t
+
+    def fn(self) -> None:
+        self.t += self.costs[min(self.calls, len(self.costs) - 1)]
+        self.calls += 1
+
+
+@pytest.mark.parametrize("first, kept", [(0.015, True), (0.05, False)])
+def test_a_slow_eager_configuration_spends_no_call_on_warming_up_unless_the_first_was_cold(first, kept):
+    from suite.timing import measure
+
+    c = StepClock(first, 0.01)
+    m = measure(c.fn, lambda out: None, min_time=0.05, clock=c.clock, keep_first=True)
+    assert m.number == 1 and m.first_call_s == pytest.approx(first)
+    assert (m.samples[0] == pytest.approx(first)) is kept
+    assert c.calls == len(m.samples) + (0 if kept else 1)  # every call but a cold first one is a sample
+    compiled = StepClock(first, 0.01)
+    m = measure(compiled.fn, lambda out: None, min_time=0.05, clock=compiled.clock)  # compiled: first excluded
+    assert compiled.calls == len(m.samples) + 1 and first not in m.samples
