@@ -370,13 +370,19 @@ def missing_libraries(path: Path) -> list[str]:
     from suite.backend_api import discover
 
     tree = ast.parse(path.read_bytes(), filename=str(path))
-    wanted = [a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names]
-    wanted += [n.module.split(".")[0] for n in tree.body if isinstance(n, ast.ImportFrom) and n.module and not n.level]
+    wanted = imported(tree)
     fw = module_level(path, "FRAMEWORK")
     backend = discover().get(fw.value) if isinstance(fw, ast.Constant) and isinstance(fw.value, str) else None
     if backend is not None:
         wanted.append(backend.requires)
     return [m for m in dict.fromkeys(wanted) if importlib.util.find_spec(m) is None]
+
+
+def imported(tree: ast.Module) -> list[str]:
+    """The top-level packages a module imports at its top level, standard library left out."""
+    names = [a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names]
+    names += [n.module.split(".")[0] for n in tree.body if isinstance(n, ast.ImportFrom) and n.module and not n.level]
+    return [m for m in dict.fromkeys(names) if m not in sys.stdlib_module_names and m != "__future__"]
 
 
 def _expand(refs: list[str], notes: list[str]) -> list[str]:
@@ -390,8 +396,9 @@ def _expand(refs: list[str], notes: list[str]) -> list[str]:
         for path in zoo_files():
             lacking = missing_libraries(path)
             if lacking:
+                extra = "gpu-kernels" if path.parent.name == "plugins" else "zoo"  # Liger: examples/plugins
                 notes.append(f"zoo plug-in {path.stem} skipped: {', '.join(lacking)} not installed "
-                             '(pip install -e ".[zoo]" -c constraints/lock-cpu.txt)')
+                             f'(pip install -e ".[{extra}]" -c constraints/lock-cpu.txt)')
             else:
                 out.append(_shown(path))
     return out

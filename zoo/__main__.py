@@ -8,7 +8,7 @@ import ast
 import importlib.metadata
 
 from suite.backend_api import discover
-from suite.plugins import missing_libraries, module_level, zoo_files
+from suite.plugins import imported, missing_libraries, module_level, zoo_files
 
 # import name -> distribution, where they differ (the version shown is the distribution's)
 DISTRIBUTIONS = {"sklearn": "scikit-learn", "liger_kernel": "liger-kernel", "tensorflow": "tensorflow-cpu"}
@@ -26,9 +26,7 @@ def version(module: str) -> str:
 def rows() -> list[dict[str, str]]:
     out = []
     for path in zoo_files():
-        tree = ast.parse(path.read_bytes())
-        libs = [a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names]
-        libs += [n.module.split(".")[0] for n in tree.body if isinstance(n, ast.ImportFrom) and n.module]
+        libs = imported(ast.parse(path.read_bytes()))
         env = module_level(path, "ENV")
         fw = module_level(path, "FRAMEWORK")
         lacking = missing_libraries(path)
