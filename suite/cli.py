@@ -304,6 +304,16 @@ def _written(store, paths: list[Path]) -> str:
     return ", ".join(str(p.relative_to(store.root)) for p in paths) or "nothing"
 
 
+def _fits_in_memory(plan, jobs: int, jobs_given: bool) -> None:
+    """Refuse, before anything is computed or written, a run whose cases would not fit in memory (suite.memory)."""
+    from suite.memory import refusal
+    from suite.workers import make_tasks
+
+    why = refusal([c.logits.size for c in plan.cases], min(jobs, len(make_tasks(plan))), jobs_given)
+    if why:
+        raise UsageError(why)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from suite.results import environment
     from suite.runner import run, summary
@@ -316,8 +326,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not plan.cases:
         raise UsageError(f"--shard {shard.index}/{shard.count} selects no case: the run has only {selected} "
                          f"case(s), so use at most {selected} shards")
-    store, run_id, shard = _store_plan(args.store, args.run_id, args.shard)
     jobs = args.jobs if args.jobs is not None else (os.cpu_count() or 1)
+    _fits_in_memory(plan, jobs, args.jobs is not None)
+    store, run_id, shard = _store_plan(args.store, args.run_id, args.shard)
     writes = _Writes(store, "accuracy", run_id, shard, {})
     t0 = time.perf_counter()
     # each backend's partitions land as soon as it is done

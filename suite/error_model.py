@@ -56,18 +56,11 @@ def _grow(u: float, dist: np.ndarray) -> np.ndarray:
     return np.expm1(np.minimum(u * dist, 700.0)) / u
 
 
-def units(x: np.ndarray, s: np.ndarray, targets: np.ndarray, probs: np.ndarray,
-          cotangents: dict[str, np.ndarray], exact: dict[str, np.ndarray], dtype: str,
-          grad_scale: float = 1.0, division: bool = False) -> dict[tuple[str, str], np.ndarray]:
-    """(op, pass) -> the graded unit per element (module docstring), for op(x) with softmax s.
-
-    `x` is the exact input of the op (special rows already replaced by finite values), `exact` the
-    exact forward and backward values per (op, pass) as float64, `grad_scale` the factor of the
-    gradient wrt the impl's input (1 / T for `temperature`, whose gradient is wrt z), `division`
-    whether the implementation rounds x_i itself (temperature at T != 1)."""
+def row_terms(x: np.ndarray, s: np.ndarray, targets: np.ndarray, probs: np.ndarray, dtype: str,
+              division: bool = False) -> dict[str, np.ndarray]:
+    """The terms every (op, pass) of `units` shares, per element or row (module docstring): the distances
+    d_i to the row max, D = sum_j s_j d_j, exp's growth, the target's one-hot and CE's kappa `ce_k`."""
     u = unit_roundoff(dtype)
-    n = x.shape[-1]
-    rows = max(int(np.prod(x.shape[:-1])), 1)
     with np.errstate(invalid="ignore", over="ignore"):
         live = s > 0  # masked (-inf) entries weigh nothing
         m = np.max(np.where(live, x, -np.inf), axis=-1, keepdims=True)
@@ -81,36 +74,71 @@ def units(x: np.ndarray, s: np.ndarray, targets: np.ndarray, probs: np.ndarray,
         onehot = np.zeros_like(s)
         np.put_along_axis(onehot, t, 1.0, axis=-1)
         dist_t = np.take_along_axis(dist, t, axis=-1)
-        # (rho, kappa) per op and pass, in value units (multiples of u)
         ce_k = (dist_t + Dist)[..., 0]
-        model = {
-            ("softmax", "forward"): (0.0, s * grow),
-            ("log_softmax", "forward"): (1.0, dist + Dist),
-            ("logsumexp", "forward"): (1.0, Dist[..., 0]),
-            ("cross_entropy", "forward"): (1.0, ce_k),
-            ("cross_entropy_mean", "forward"): (
-                1.0, np.mean(ce_k) + levels(rows) * np.abs(exact[("cross_entropy_mean", "forward")]) / 2),
-            ("soft_cross_entropy", "forward"): (
-                psum[..., 0], np.sum(np.where(probs != 0, probs * dist, 0.0), axis=-1) + (Dist * psum)[..., 0]),
-        }
-        g = {op: np.abs(np.asarray(cotangents[op], dtype=np.float64)) for op in OPS}
-        g_sm = g["softmax"]
-        g1 = np.sum(s * g_sm, axis=-1, keepdims=True)
-        model[("softmax", "backward")] = (s * (g_sm + g1),
-                                          s * ((g_sm + g1) * grow + np.sum(g_sm * s * grow, axis=-1, keepdims=True)))
-        g_l = np.asarray(cotangents["log_softmax"], dtype=np.float64)
-        model[("log_softmax", "backward")] = (s * np.sum(np.abs(g_l), axis=-1, keepdims=True),
-                                              s * np.abs(np.sum(g_l, axis=-1, keepdims=True)) * grow)
-        g_lse = g["logsumexp"][..., None]
-        model[("logsumexp", "backward")] = (0.0, g_lse * s * grow)
-        g_ce = g["cross_entropy"][..., None]
-        model[("cross_entropy", "backward")] = (g_ce * (s + onehot), g_ce * s * grow)
-        g_mean = g["cross_entropy_mean"] / rows
-        model[("cross_entropy_mean", "backward")] = (g_mean * (s + onehot), g_mean * s * grow)
-        g_soft = g["soft_cross_entropy"][..., None]
-        model[("soft_cross_entropy", "backward")] = (g_soft * (s * psum + probs), g_soft * s * psum * grow)
+    return {"dist": dist, "Dist": Dist, "grow": grow, "psum": psum, "onehot": onehot, "ce_k": ce_k}
+
+
+def units(x: np.ndarray, s: np.ndarray, targets: np.ndarray, probs: np.ndarray,
+          cotangents: dict[str, np.ndarray], exact: dict[tuple[str, str], np.ndarray], dtype: str,
+          grad_scale: float = 1.0, division: bool = False, keys: list[tuple[str, str]] | None = None,
+          rows: int | None = None, ce_k_mean: float | None = None,
+          terms: dict[str, np.ndarray] | None = None) -> dict[tuple[str, str], np.ndarray]:
+    """(op, pass) -> the graded unit per element (module docstring), for op(x) with softmax s.
+
+    `x` is the exact input of the op (special rows already replaced by finite values), `exact` the
+    exact forward and backward values per (op, pass) as float64, `grad_scale` the factor of the
+    gradient wrt the impl's input (1 / T for `temperature`, whose gradient is wrt z), `division`
+    whether the implementation rounds x_i itself (temperature at T != 1). `keys` (default: all) are
+    the (op, pass) to compute; when `x` is a block of a case's rows, `rows` is the case's row count and
+    `ce_k_mean` the mean of row_terms' ce_k over all of them (cross_entropy_mean's forward needs both);
+    `terms`: row_terms of these arguments, if the caller has them."""
+    u = unit_roundoff(dtype)
+    n = x.shape[-1]
+    rows = max(int(np.prod(x.shape[:-1])), 1) if rows is None else max(rows, 1)
+    keys = [(op, p) for op in OPS for p in ("forward", "backward")] if keys is None else keys
+    r = row_terms(x, s, targets, probs, dtype, division) if terms is None else terms
+    dist, Dist, grow, psum, onehot, ce_k = (r[k] for k in ("dist", "Dist", "grow", "psum", "onehot", "ce_k"))
+    with np.errstate(invalid="ignore", over="ignore"):
+        g = {op: np.abs(np.asarray(cotangents[op], dtype=np.float64)) for op in {k[0] for k in keys}}
+
+        def model(op: str, pass_: str) -> tuple:
+            """(rho, kappa) of one (op, pass), in value units (multiples of u)."""
+            if pass_ == "forward":
+                if op == "softmax":
+                    return 0.0, s * grow
+                if op == "log_softmax":
+                    return 1.0, dist + Dist
+                if op == "logsumexp":
+                    return 1.0, Dist[..., 0]
+                if op == "cross_entropy":
+                    return 1.0, ce_k
+                if op == "cross_entropy_mean":
+                    mean = np.mean(ce_k) if ce_k_mean is None else ce_k_mean
+                    return 1.0, mean + levels(rows) * np.abs(exact[("cross_entropy_mean", "forward")]) / 2
+                return (psum[..., 0],
+                        np.sum(np.where(probs != 0, probs * dist, 0.0), axis=-1) + (Dist * psum)[..., 0])
+            if op == "softmax":
+                g_sm = g["softmax"]
+                g1 = np.sum(s * g_sm, axis=-1, keepdims=True)
+                return s * (g_sm + g1), s * ((g_sm + g1) * grow + np.sum(g_sm * s * grow, axis=-1, keepdims=True))
+            if op == "log_softmax":
+                g_l = np.asarray(cotangents["log_softmax"], dtype=np.float64)
+                return (s * np.sum(np.abs(g_l), axis=-1, keepdims=True),
+                        s * np.abs(np.sum(g_l, axis=-1, keepdims=True)) * grow)
+            if op == "logsumexp":
+                return 0.0, g["logsumexp"][..., None] * s * grow
+            if op == "cross_entropy":
+                g_ce = g["cross_entropy"][..., None]
+                return g_ce * (s + onehot), g_ce * s * grow
+            if op == "cross_entropy_mean":
+                g_mean = g["cross_entropy_mean"] / rows
+                return g_mean * (s + onehot), g_mean * s * grow
+            g_soft = g["soft_cross_entropy"][..., None]
+            return g_soft * (s * psum + probs), g_soft * s * psum * grow
+
         out = {}
-        for (op, pass_), (rho, kappa) in model.items():
+        for op, pass_ in keys:
+            rho, kappa = model(op, pass_)
             B = ulp_bound(op, pass_, n)
             scale = grad_scale if pass_ == "backward" else 1.0
             extra = scale * (B * np.asarray(rho) + DISTANCE_WEIGHT * np.asarray(kappa))

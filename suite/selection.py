@@ -56,10 +56,13 @@ def select_cases(asked: list[str] | None, catalog: Sequence[Case] = CASES) -> li
     return [c for c in catalog if c.name in wanted or wanted & set(c.tags)]
 
 
-# A case file is read whole and then copied per dtype and backend (the reference in extended precision
-# is 16 bytes a value), so its arrays are capped before they are decompressed: a small .npz can
-# declare gigabytes.
-MAX_CASE_VALUES = 2**25  # 33,554,432 values in all (256 MiB as float64)
+def max_case_values() -> int:
+    """The most values a case file may declare: what one worker and the supervisor fit in the memory
+    available now (suite.memory, docs/memory.md). Checked before anything is decompressed: a small .npz
+    can declare gigabytes. `run` checks again with its --jobs workers once the files are read."""
+    from suite.memory import available_bytes, fitting_values
+
+    return fitting_values(available_bytes(), 1)
 
 
 def _npz_arrays(p: Path, where: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -100,10 +103,14 @@ def _npz_arrays(p: Path, where: str) -> dict[str, tuple[tuple[int, ...], np.dtyp
         raise UsageError(f"{where}: {listed(map(repr, objects))} holds Python objects; only numeric arrays are "
                          "read (pickles are never loaded)")
     values = sum(int(np.prod(shape, dtype=np.float64)) for shape, _ in out.values())
-    if values > MAX_CASE_VALUES:
+    limit = max_case_values()
+    if values > limit:
+        from suite.memory import WORKER_PER_VALUE
+
         sizes = listed(f"{k} {'x'.join(map(str, sh)) or 'scalar'} {d}" for k, (sh, d) in out.items())
-        raise UsageError(f"{where} declares {values:,} values ({sizes}); the limit is {MAX_CASE_VALUES:,} "
-                         "values per case file: split it into several files")
+        raise UsageError(f"{where} declares {values:,} values ({sizes}); the limit is {limit:,} values on this "
+                         f"machine (about {WORKER_PER_VALUE} bytes a value in a worker, even with --jobs 1: "
+                         "docs/memory.md): use fewer rows (or split them into several files)")
     return out
 
 

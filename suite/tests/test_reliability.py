@@ -516,19 +516,24 @@ def test_decompression_bomb_is_refused_from_its_header(tmp_path):
     t0 = time.perf_counter()
     p = real_suite("run", "--backends", "numpy", "--case-file", str(bomb), "--store", str(tmp_path / "s"),
                    preexec_fn=_limit_memory)
-    one_line_error(p, 2, "8,589,934,592 values", "the limit is 33,554,432")
+    one_line_error(p, 2, "8,589,934,592 values", "the limit is", "docs/memory.md")
     assert time.perf_counter() - t0 < 60
     assert not (tmp_path / "s").exists()
 
 
-def test_case_file_at_the_limit_loads(tmp_path):
-    from suite.selection import MAX_CASE_VALUES, UsageError, load_case_file
+def test_case_file_at_the_limit_loads(tmp_path, monkeypatch):
+    from suite import memory
+    from suite.selection import UsageError, load_case_file, max_case_values
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 8 * 2**30)  # the limit follows the memory available
+    limit = max_case_values()
+    assert limit == memory.fitting_values(8 * 2**30, 1)
 
     ok = tmp_path / "ok.npz"
     np.savez(ok, logits=np.zeros((4, 8)))
     assert load_case_file(str(ok)).logits.shape == (4, 8)
     over = tmp_path / "over.npz"
-    _bomb(over, (1, MAX_CASE_VALUES + 1), data_mib=1)
+    _bomb(over, (1, limit + 1), data_mib=1)
     with pytest.raises(UsageError, match="the limit is"):
         load_case_file(str(over))
 
