@@ -118,9 +118,12 @@ class Expected:
         if np.prod(self.shape) <= CHUNK_VALUES:
             return [self]
         unit = blocks(np.broadcast_to(self.unit, self.shape), full)
-        if self.value is None:
-            return [Expected.of_parts(h, lo, u, self.dtype, self.bound)
-                    for h, lo, u in zip(blocks(self.hi, full), blocks(self.lo, full), unit, strict=True)]
+        if self.value is None:  # `want` kept whole (the same array as hi for float64): its blocks share it
+            parts = [Expected.of_parts(h, lo, u, self.dtype, self.bound)
+                     for h, lo, u in zip(blocks(self.hi, full), blocks(self.lo, full), unit, strict=True)]
+            for part, w in zip(parts, blocks(self.want, full), strict=True):
+                part.__dict__["want"] = w
+            return parts
         return [Expected(v, u, self.dtype, self.bound) for v, u in zip(blocks(self.value, full), unit, strict=True)]
 
     @cached_property
@@ -136,7 +139,14 @@ class Expected:
     @cached_property
     def want(self) -> np.ndarray:
         """What the dtype can hold: the exact value correctly rounded, inf past the dtype's range."""
-        return round_to(self.value, self.dtype) if self.value is not None else round_pair(self.hi, self.lo, self.dtype)
+        if self.value is not None:
+            return round_to(self.value, self.dtype)
+        if self.dtype == "float64":
+            return self.hi
+        out = np.empty(self.shape)  # rounded block by block, kept: rounding to float16 and bfloat16 is slow
+        for o, h, lo in zip(blocks(out, False), blocks(self.hi, False), blocks(self.lo, False), strict=True):
+            o[...] = round_pair(h, lo, self.dtype)
+        return out
 
     @cached_property
     def ulp_exact(self) -> np.ndarray:
