@@ -69,8 +69,13 @@ MECHANISMS: tuple[Mechanism, ...] = (
               ("inaccurate",), backends=("tensorflow", "jax"), devices=("cpu",), when="subnormal_exp"),
     Mechanism("wide-row-sum", "{fw} CPU reductions on very wide rows exceed the error bound ({api})",
               "the vectorized CPU reduction accumulates sequentially over chunks of a very wide row "
-              "(mechanism not proven here; see the README's compiled CPU matrix)",
+              "(mechanism not proven here; see docs/modes.md, the compiled CPU matrix)",
               ("inaccurate",), backends=("torch", "tensorflow"), devices=("cpu",), when="wide_row"),
+    Mechanism("float32-accuracy", "{api}: float64 results with float32 accuracy",
+              "relative errors of 2^-30 to 2^-17, the size of float32 rounding, in float64 results: the "
+              "computation runs in float32 somewhere (a keras Loss computes in its dtype, floatx() = float32, "
+              "unless dtype= is given; Liger's kernels accumulate in float32)",
+              ("inaccurate",), dtypes=("float64",), when="float32_level"),
 )
 UNKNOWN = "not known: no entry of suite.findings.MECHANISMS matches; the reproducer shows it"
 
@@ -136,7 +141,8 @@ def subnormal_exp(case: str, dtype: str) -> bool:
 
 PREDICATES = {"subnormal_exp": lambda r: subnormal_exp(r["case"], r["dtype"]),
               "wide_row": lambda r: float(r.get("n_classes") or 0) >= 16384,
-              "many_classes": lambda r: float(r.get("n_classes") or 0) >= 1024}
+              "many_classes": lambda r: float(r.get("n_classes") or 0) >= 1024,
+              "float32_level": lambda r: 2.0 ** -30 <= float(r.get("max_rel_err") or 0) <= 2.0 ** -17}
 
 
 def mechanism(row: pd.Series) -> Mechanism | None:
@@ -198,7 +204,7 @@ def _group_key(r: pd.Series) -> tuple:
         return (k, r["backend"], r["impl"], r["op"], r["pass"], got)
     if r["verdict"] in ("error", "mutates_input", "changes_settings"):  # one defect per distinct exception
         return (k, r["backend"], r["impl"], r["verdict"], _first_line(r.get("message", "")))
-    return (k, r["backend"], r["impl"], r["op"], r["pass"], r["verdict"], _dclass(r["dtype"]))
+    return (k, r["backend"], r["impl"], r["pass"], r["verdict"], _dclass(r["dtype"]))  # the ops together
 
 
 VERDICT_PHRASE = {"nonfinite": "NaN/inf where the answer is finite", "inaccurate": "past the error bound",
@@ -215,20 +221,26 @@ def _common_tags(rows: pd.DataFrame) -> str:
     return ", ".join(sorted(common))
 
 
+def _apis(backend: str, ops: list[str], impl: str) -> str:
+    """What the entry's title names: the framework calls (a plug-in by name), or how many ops."""
+    if impl not in IMPLS:
+        return f"plug-in {impl}" + (f" [{_join(ops, 3)}]" if len(ops) <= 3 else f" [{len(ops)} ops]")
+    return _api(backend, ops[0], impl) if len(ops) == 1 else f"{backend}: {len(ops)} ops"
+
+
 def _title(key: tuple, rows: pd.DataFrame) -> str:
     backend, impl = key[1], key[2]
-    ops = sorted(set(rows.op))
-    apis = _api(backend, ops[0], impl) if len(ops) == 1 else f"{len(ops)} ops"
+    apis = _apis(backend, sorted(set(rows.op)), impl)
     m = next((m for m in MECHANISMS if m.key == key[-1]), None) if len(key) == 4 else None
     if m is not None:
-        return m.title.format(fw=backend, api=apis)
+        return m.title.format(fw=backend, api=apis.removeprefix(f"{backend}: "))  # the title names it
     dtypes = "/".join(d for d in ("float16", "bfloat16", "float32", "float64") if d in set(rows.dtype))
     if key[0] == "convention":
         return f"{apis} {key[4]}: {key[5]} where the convention says NaN"
     if len(key) == 5:
         return f"{apis}: {VERDICT_PHRASE.get(key[3], key[3])}" + (f" ({key[4]})" if key[3] == "error" else "")
     tags = _common_tags(rows)
-    return f"{apis} {key[4]}: {VERDICT_PHRASE.get(key[5], key[5])} in {dtypes}" + (f" ({tags} cases)" if tags else "")
+    return f"{apis} {key[3]}: {VERDICT_PHRASE.get(key[4], key[4])} in {dtypes}" + (f" ({tags} cases)" if tags else "")
 
 
 def _worst(rows: pd.DataFrame) -> str:
@@ -247,7 +259,8 @@ def _worst(rows: pd.DataFrame) -> str:
 
 
 def derive(df: pd.DataFrame, reproducers: bool = True) -> list[Finding]:
-    """Findings of accuracy rows (any selection: a whole store or one run), defects first, most cases first."""
+    """Findings of accuracy rows (any selection: a whole store or one run): defects first, the frameworks' own
+    ops before plug-ins, most cases first."""
     if df.empty or "verdict" not in df:
         return []
     rows = own(df)
@@ -269,7 +282,7 @@ def derive(df: pd.DataFrame, reproducers: bool = True) -> list[Finding]:
         if reproducers and key[0] == "defect":
             f.reproducer, f.no_reproducer = reproducer(g)
         out.append(f)
-    out.sort(key=lambda f: (f.kind != "defect", -f.rows.case.nunique(), f.title))
+    out.sort(key=lambda f: (f.kind != "defect", f.rows.impl.iloc[0] not in IMPLS, -f.rows.case.nunique(), f.title))
     return out
 
 

@@ -660,7 +660,7 @@ def findings_section(acc: pd.DataFrame) -> Section:
 
 
 MATRICES = "report-matrices.md"  # the dense tables, linked from report.md (which stays short)
-DENSE_BYTES, DENSE_WIDTH = 8000, 400
+DENSE_BYTES, DENSE_WIDTH = 2500, 400  # report.md: the findings and the small tables
 
 
 def _dense(text: str) -> bool:

@@ -39,6 +39,22 @@ def test_kind_tells_defects_from_conventions():
     assert F.kind("wrong_special", "3 differ ...: -inf for NaN (2), NaN for -inf (1)") == "defect"
 
 
+def test_a_plugins_ops_share_an_entry_and_float32_accuracy_in_float64_is_named():
+    """A plug-in's ops that fail alike are one entry naming them; a float64 result with float32-sized errors
+    is the float32-accuracy mechanism, and one that is 2x wrong is not."""
+    ce = [_row(backend="jax", impl="my_loss", op=op, dtype="float64", case=c, max_rel_err=3e-8)
+          for op in ("cross_entropy", "cross_entropy_mean") for c in ("normal_scale_1", "normal_scale_10")]
+    twice = _row(backend="jax", impl="my_loss", op="softmax", dtype="float64", case="normal_scale_1", max_rel_err=1.0)
+    found = F.derive(pd.DataFrame([*ce, twice]), reproducers=False)
+    titles = sorted(f.title for f in found)
+    assert titles == ["plug-in my_loss [cross_entropy, cross_entropy_mean]: float64 results with float32 accuracy",
+                      "plug-in my_loss [softmax] forward: past the error bound in float64 (random cases)"], titles
+    [f32] = [f for f in found if "float32 accuracy" in f.title]
+    assert len(f32.rows) == 4 and "float32 rounding" in f32.mechanism
+    [other] = [f for f in found if f is not f32]
+    assert other.mechanism == F.UNKNOWN
+
+
 def test_grouping_on_synthetic_rows():
     rows = pd.DataFrame([
         # one mechanism (torch.logsumexp backward) over three dtypes and two cases: one entry
@@ -69,7 +85,7 @@ def test_grouping_on_synthetic_rows():
     assert all(f.mechanism == F.UNKNOWN for f in wide)
     assert all("random cases" in f.title for f in wide)  # the cases' common tag
     [plugin] = [f for f in defects.values() if f.rows.impl.iloc[0] == "my_softmax"]
-    assert plugin.title == "plug-in my_softmax: raises (ValueError: boom)"
+    assert plugin.title == "plug-in my_softmax [softmax]: raises (ValueError: boom)"
     assert not any(f.rows.impl.isin(["naive", "shifted"]).any() for f in found)
     [conv] = [f for f in found if f.kind == "convention"]
     assert conv.title == "tf.nn.softmax forward: finite where the convention says NaN"
@@ -102,8 +118,8 @@ def test_reasons_group_unsupported_and_error_rows():
 
 
 def test_summary_lines_are_at_most_ten():
-    rows = pd.DataFrame([_row(op=o, pass_=p, dtype=d, verdict=v, message="1 NaN where the exact value is finite")
-                         for o in ("softmax", "log_softmax", "cross_entropy") for p in ("forward", "backward")
+    rows = pd.DataFrame([_row(backend=b, pass_=p, dtype=d, verdict=v, message="1 NaN where the exact value is finite")
+                         for b in ("torch", "jax", "tensorflow") for p in ("forward", "backward")
                          for d in ("float16", "float32") for v in ("nonfinite", "inaccurate")])
     lines = F.summary_lines(rows)
     assert len(lines) <= F.SUMMARY_LINES and "more (python -m suite report)" in lines[-1]
@@ -144,7 +160,8 @@ def test_run_summary_names_findings_and_reasons(small):
     assert "plug-in h5_raises" in head and "raises" in head
     assert re.search(r"^error 16: numpy float16, float32 softmax 'PluginError: plug-in 'h5_raises' softmax raised "
                      "RuntimeError", head, re.M), head
-    assert re.search(r"^  plug-in h5_raises: raises \(PluginError", head, re.M), head  # one entry, not one per dtype
+    # one entry, not one per dtype
+    assert re.search(r"^  plug-in h5_raises \[softmax\]: raises \(PluginError", head, re.M), head
     assert len([ln for ln in head.splitlines() if ln.strip()]) <= F.SUMMARY_LINES + 2  # + the reasons
 
 
