@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 
 import numpy as np
 
@@ -48,6 +49,21 @@ class TFPrimitives:
                                on_value=True, off_value=False, dtype=self.tf.bool)
 
 
+def triton_first() -> None:
+    """Load Triton's LLVM before TensorFlow's, where Triton is installed. Both register LLVM's command-line
+    options; whichever loads second aborts the process ("LLVM ERROR: inconsistency in registered
+    CommandLine options") when TensorFlow came first, as it does when torch.compile, a Triton kernel or
+    torch.use_deterministic_algorithms (which imports torch._inductor) follows it in one process. Triton
+    loaded first, both work (tensorflow-cpu 2.21.0, triton 3.9.0)."""
+    import importlib.util
+
+    if "tensorflow" not in sys.modules and importlib.util.find_spec("triton") is not None:
+        try:
+            import triton._C.libtriton  # noqa: F401  (its LLVM; 0.2 s)
+        except (ImportError, OSError):  # a broken triton is torch's problem, not TensorFlow's
+            pass
+
+
 class Backend(BaseBackend):
     name = NAME
     fused_api = {
@@ -64,6 +80,7 @@ class Backend(BaseBackend):
         if cache and "tf_xla_persistent_cache_directory" not in os.environ.get("TF_XLA_FLAGS", ""):
             os.environ["TF_XLA_FLAGS"] = (os.environ.get("TF_XLA_FLAGS", "")
                                           + f" --tf_xla_persistent_cache_directory={cache}").strip()
+        triton_first()
         with quiet_stderr():  # absl prints before TF reads the variable
             import tensorflow as tf
         if threads:

@@ -124,11 +124,14 @@ class Backend(BaseBackend):
     def restore(self, settings):
         super().restore(settings)
         torch = self.torch
-        torch.set_default_dtype(settings["torch.default_dtype"])
-        torch.set_num_threads(settings["torch.num_threads"])
-        torch.use_deterministic_algorithms(settings["torch.deterministic_algorithms"])
-        torch.set_float32_matmul_precision(settings["torch.float32_matmul_precision"])
-        torch.set_grad_enabled(settings["torch.grad_enabled"])
+        now = self.settings()  # only what differs: use_deterministic_algorithms imports torch._inductor
+        setters = {"torch.default_dtype": torch.set_default_dtype, "torch.num_threads": torch.set_num_threads,
+                   "torch.deterministic_algorithms": torch.use_deterministic_algorithms,
+                   "torch.float32_matmul_precision": torch.set_float32_matmul_precision,
+                   "torch.grad_enabled": torch.set_grad_enabled}
+        for key, setter in setters.items():
+            if now[key] != settings[key]:
+                setter(settings[key])
 
     def release(self, device):
         if device == "gpu":

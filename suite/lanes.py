@@ -1,6 +1,7 @@
-"""Which (backend, dtype) task an idle worker takes next: each worker keeps to the frameworks it has
-already imported (TensorFlow's import alone is ~4 s a process), unless another framework's tasks are
-seen to take much longer (JAX compiling cold), which are then shared out longest first.
+"""Which (backend, dtype) task an idle worker takes next: each worker keeps to the framework it has
+imported (TensorFlow's import alone is ~4 s a process; a worker that switches framework is a fresh
+process), unless another framework's tasks are seen to take much longer (JAX compiling cold), which are
+then shared out longest first.
 
 The choice only orders the work: every task computes the same rows in whichever worker runs it.
 """
@@ -51,7 +52,7 @@ class Lanes:
         if others and self._seen(slowest) > LONGER * max(others):
             choice = first[slowest]
         self.remaining.remove(choice)
-        self.loaded[lane].add(self.backends[choice])
+        self.loaded[lane] = {self.backends[choice]}  # a worker runs one framework (suite/workers.py)
         self.started[choice] = self.clock()
         return choice
 

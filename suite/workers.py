@@ -2,9 +2,11 @@
 
 Every row of a run is computed in a worker process, never in the process that supervises the run:
 
-- the built-ins of a framework run in workers of their own, and each plug-in in workers of its own,
-  so nothing a plug-in sets process-wide (at import or in a call) reaches another implementation; a
-  plug-in that declares ENV (suite/plugins.py) gets workers started with that environment;
+- the built-ins of a framework run in workers of their own, and each plug-in in workers of its own
+  (a worker that would switch is replaced by a fresh process), so nothing a plug-in or a framework sets
+  process-wide (at import or in a call) reaches another implementation, and no two frameworks' native
+  libraries meet in one process (TensorFlow's and Triton's LLVM abort it); a plug-in that declares ENV
+  (suite/plugins.py) gets workers started with that environment;
 - a worker says which call it is making before it makes it, so a call that overruns `timeout` is
   stopped (the worker is killed and replaced), and a worker that dies (a segfault, `os._exit`, the OOM
   killer) is named in the rows of the call it was making; a fresh worker computes the rest;
@@ -217,7 +219,7 @@ class _Slot:
     gpu: bool  # may hold the GPU
     process: Any = None
     conn: Any = None
-    group: str | None = None  # what its process runs: "" built-ins, a plug-in's label; None: not started
+    runs: str | None = None  # the Task.lane its process was started for; None: not started
     state: CallState | None = None
     task: int | None = None
 
@@ -246,7 +248,7 @@ class Supervisor:
 
     # ---- processes
 
-    def _start(self, slot: _Slot, group: str, plugin_env: dict[str, str]) -> None:
+    def _start(self, slot: _Slot, runs: str, plugin_env: dict[str, str]) -> None:
         self._stop(slot)
         env = worker_env(slot.gpu, plugin_env)
         mine, theirs = self.ctx.Pipe()
@@ -263,7 +265,7 @@ class Supervisor:
         old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
         try:
             process.start()
-            slot.process, slot.conn, slot.group, slot.state = process, mine, group, state
+            slot.process, slot.conn, slot.runs, slot.state = process, mine, runs, state
         finally:
             if main:
                 signal.signal(signal.SIGINT, old)
@@ -275,7 +277,7 @@ class Supervisor:
             slot.process.kill()
             slot.process.join()
             slot.conn.close()
-        slot.process = slot.conn = slot.group = None
+        slot.process = slot.conn = slot.runs = None
 
     def close(self) -> None:
         for slot in self.slots:
@@ -328,8 +330,8 @@ class Supervisor:
             if i is None:
                 continue
             task = self.tasks[i]
-            if slot.process is None or slot.group != task.group or not slot.process.is_alive():
-                self._start(slot, task.group, task.env)  # a plug-in never shares a process with anything else
+            if slot.process is None or slot.runs != task.lane or not slot.process.is_alive():
+                self._start(slot, task.lane, task.env)  # one framework's built-ins, or one plug-in, per process
             slot.task = i
             slot.conn.send(task)
 

@@ -31,6 +31,15 @@ def pytest_addoption(parser):
                      help="test_benchmarks.py: the whole timing matrix instead of a representative subset")
 
 
+def pytest_sessionstart(session):
+    """Each test process imports TensorFlow (directly, through keras, through its backend) and torch's
+    compiler (which imports Triton) in one process, in whatever order the files come: Triton's LLVM
+    goes first, as the TensorFlow backend does it (backends/tensorflow_backend.py: triton_first)."""
+    from backends.tensorflow_backend import triton_first
+
+    triton_first()
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
     """Plain `pytest` (and CI) runs each benchmark once as a smoke test; timing needs --benchmark-only

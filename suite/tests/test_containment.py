@@ -471,3 +471,35 @@ def test_an_abbreviated_option_is_refused(capsys):
     with pytest.raises(SystemExit) as e:
         cli._parser().parse_args(["run", "--backend", "numpy"])
     assert e.value.code == 2 and "--backend" in capsys.readouterr().err
+
+
+def test_a_worker_runs_one_framework(monkeypatch):
+    """A worker whose next task is another framework's is a fresh process: two frameworks' native
+    libraries never meet in one worker (TensorFlow's and Triton's LLVM abort the process they share)."""
+    from suite import workers
+
+    started = []
+    real = workers.Supervisor._start
+
+    def spy(self, slot, runs, plugin_env):
+        started.append(runs)
+        return real(self, slot, runs, plugin_env)
+
+    monkeypatch.setattr(workers.Supervisor, "_start", spy)
+    plan = Plan(backends=["numpy", "torch"] if has("torch") else ["numpy"], devices=["cpu"],
+                dtypes=["float32", "float64"], ops=["softmax"], impls=["fused"], passes=["forward"], cases=SEED[:2])
+    df, _ = run(plan, progress=False, jobs=1)
+    assert len(df) == len(plan.backends) * 2 * 2
+    assert started == list(reversed(plan.backends)), started  # one worker, started once per framework
+
+
+@pytest.mark.skipif(not (has("tensorflow") and has("torch") and has("triton")),
+                    reason="needs tensorflow, torch and triton installed")
+def test_tensorflow_then_torch_inductor_in_one_process(tmp_path):
+    """Where Triton is installed, torch._inductor imports it; after TensorFlow that aborted the process
+    (LLVM ERROR: inconsistency in registered CommandLine options). The TensorFlow backend loads Triton's
+    LLVM first, so an in-process run (jobs=0, bench) may hold both."""
+    code = ("from backends.tensorflow_backend import Backend\nBackend()\n"
+            "import torch\ntorch.use_deterministic_algorithms(False)\nimport torch._inductor\nprint('alive')")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and "alive" in p.stdout, p.stderr[-2000:]

@@ -13,13 +13,14 @@ IMPORT = {"jax": 0.9, "tensorflow": 4.2, "torch": 1.5, "numpy": 0.5}
 
 
 def simulate(took: dict[str, float], jobs: int = 2, fifo: bool = False) -> tuple[float, dict[str, int]]:
-    """Makespan and how many workers imported each framework, for tasks in the runner's order (JAX,
+    """Makespan and how many times a worker imported each framework, for tasks in the runner's order (JAX,
     TensorFlow, torch, numpy; one per dtype); fifo: the next task in order, as a shared pool hands out."""
     backends = [b for b in took for _ in DTYPES]
     now = [0.0]
     lanes = Lanes(backends, jobs, clock=lambda: now[0])
     free = [0.0] * jobs  # when each worker is next idle
-    loaded: list[set[str]] = [set() for _ in range(jobs)]
+    loaded: list[str | None] = [None] * jobs  # the framework of each worker's process
+    imports = dict.fromkeys(took, 0)
     running: dict[int, tuple[float, int]] = {}  # worker -> (end, task)
     order = iter(range(len(backends)))
     while True:
@@ -29,8 +30,9 @@ def simulate(took: dict[str, float], jobs: int = 2, fifo: bool = False) -> tuple
                 if i is None:
                     continue
                 b = backends[i]
-                cost = took[b] + (0.0 if b in loaded[w] else IMPORT[b])
-                loaded[w].add(b)
+                cost = took[b] + (0.0 if b == loaded[w] else IMPORT[b])  # another framework: a fresh process
+                imports[b] += b != loaded[w]
+                loaded[w] = b
                 running[w] = (now[0] + cost, i)
         if not running:
             break
@@ -39,7 +41,7 @@ def simulate(took: dict[str, float], jobs: int = 2, fifo: bool = False) -> tuple
         free[w] = now[0]
         if not fifo:
             lanes.done(i)
-    return now[0], {b: sum(b in s for s in loaded) for b in took}
+    return now[0], imports
 
 
 WARM = {"jax": 7.0, "tensorflow": 10.5, "torch": 2.8, "numpy": 3.4}  # seconds per task, measured warm
