@@ -39,8 +39,9 @@ def round_to(x: np.ndarray, name: str) -> np.ndarray:
     """Values (float64 or long double) correctly rounded to the named dtype (nearest, ties to even,
     gradual underflow, inf past the largest finite value), handed back as float64 (exactly).
 
-    One rounding, done here rather than by a cast: ml_dtypes' float64 -> bfloat16 cast goes through
-    float32, so 1 + 2^-8 + 2^-30 became 1 (two roundings) instead of 1 + 2^-7.
+    One rounding, done here rather than by a cast: ml_dtypes 0.6.0's float64 -> bfloat16 cast goes through
+    float32, so 1 + 2^-8 + 2^-30 became 1 (two roundings) instead of 1 + 2^-7; 0.7.0 rounds once, and this
+    keeps the references independent of the installed version.
     """
     v = np.asarray(x)
     if v.dtype != LD:

@@ -37,7 +37,7 @@ def _git_commit() -> str | None:
 ROW_PACKAGES = ("numpy", "scipy", "ml_dtypes", "mpmath", "pandas", "pyarrow", "jax", "jaxlib", "tensorflow-cpu",
                 "tensorflow", "torch", "keras")
 LOCK_FILE = Path(__file__).resolve().parent.parent / "constraints" / "lock-cpu.txt"
-LOCK_COMMAND = 'python -m pip install -e ".[all,test]" -c constraints/lock-cpu.txt'
+LOCK_COMMAND = 'python -m pip install -e ".[all,test,gpu-kernels,zoo]" -c constraints/lock-cpu.txt'
 
 
 def read_lock(path: Path = LOCK_FILE) -> dict[str, str]:

@@ -21,7 +21,8 @@ README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 PAGES = [README, *DOCS]
 INSTALL_AND_RUN = 'python -m pip install -e ".[all]" -c constraints/lock-cpu.txt && python -m suite run'
-INSTALL_AND_TEST = 'python -m pip install -e ".[all,test]" -c constraints/lock-cpu.txt && python -m pytest'
+INSTALL_AND_TEST = ('python -m pip install -e ".[all,test,gpu-kernels,zoo]" -c constraints/lock-cpu.txt'
+                    " && python -m pytest")
 MAX_README_LINES = 300
 SHARED = "../" + "shared"  # spelled apart so that this file does not cite it
 
