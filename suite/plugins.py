@@ -353,6 +353,7 @@ def _warn(notes: list[str], warnings: list[str] | None) -> None:
         warnings += notes
 
 
+OWN_PACKAGES = ("__future__", "suite", "backends", "cases", "zoo")  # never a library a plug-in lacks
 ZOO = "zoo"  # the --plugin value that stands for every zoo plug-in whose libraries are installed
 
 
@@ -379,10 +380,11 @@ def missing_libraries(path: Path) -> list[str]:
 
 
 def imported(tree: ast.Module) -> list[str]:
-    """The top-level packages a module imports at its top level, standard library left out."""
+    """The top-level packages a module imports at its top level, standard library and this project's own
+    packages (zoo/_keras.py, shared by the keras plug-ins) left out."""
     names = [a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names]
     names += [n.module.split(".")[0] for n in tree.body if isinstance(n, ast.ImportFrom) and n.module and not n.level]
-    return [m for m in dict.fromkeys(names) if m not in sys.stdlib_module_names and m != "__future__"]
+    return [m for m in dict.fromkeys(names) if m not in sys.stdlib_module_names and m not in OWN_PACKAGES]
 
 
 def _expand(refs: list[str], notes: list[str]) -> list[str]:
