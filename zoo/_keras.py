@@ -6,6 +6,8 @@ itself (a leading underscore: --plugin zoo leaves it out)."""
 
 import keras
 
+__all__ = ["cross_entropy", "cross_entropy_mean", "log_softmax", "logsumexp", "soft_cross_entropy", "softmax"]
+
 
 def softmax(x):
     return keras.ops.softmax(x, axis=-1)
