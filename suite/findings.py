@@ -221,19 +221,21 @@ def _common_tags(rows: pd.DataFrame) -> str:
     return ", ".join(sorted(common))
 
 
-def _apis(backend: str, ops: list[str], impl: str) -> str:
-    """What the entry's title names: the framework calls (a plug-in by name), or how many ops."""
+def _apis(backend: str, ops: list[str], impl: str, framework: bool = True) -> str:
+    """What the entry's title names: the framework calls (a plug-in by name), or how many ops (after the
+    framework's name unless the title has it already: `framework` False)."""
     if impl not in IMPLS:
         return f"plug-in {impl}" + (f" [{_join(ops, 3)}]" if len(ops) <= 3 else f" [{len(ops)} ops]")
-    return _api(backend, ops[0], impl) if len(ops) == 1 else f"{backend}: {len(ops)} ops"
+    return _api(backend, ops[0], impl) if len(ops) == 1 else f"{backend}: " * framework + f"{len(ops)} ops"
 
 
 def _title(key: tuple, rows: pd.DataFrame) -> str:
     backend, impl = key[1], key[2]
-    apis = _apis(backend, sorted(set(rows.op)), impl)
+    ops = sorted(set(rows.op))
     m = next((m for m in MECHANISMS if m.key == key[-1]), None) if len(key) == 4 else None
     if m is not None:
-        return m.title.format(fw=backend, api=apis.removeprefix(f"{backend}: "))  # the title names it
+        return m.title.format(fw=backend, api=_apis(backend, ops, impl, framework=False))
+    apis = _apis(backend, ops, impl)
     dtypes = "/".join(d for d in ("float16", "bfloat16", "float32", "float64") if d in set(rows.dtype))
     if key[0] == "convention":
         return f"{apis} {key[4]}: {key[5]} where the convention says NaN"

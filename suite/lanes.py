@@ -20,7 +20,7 @@ class Lanes:
     def __init__(self, backends: list[str], jobs: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.backends, self.clock = backends, clock
         self.remaining = list(range(len(backends)))
-        self.loaded: list[set[str]] = [set() for _ in range(jobs)]
+        self.loaded: list[str | None] = [None] * jobs  # the framework each worker's process runs
         self.started: dict[int, float] = {}  # running task -> its start
         self.took: dict[str, float] = {}  # backend -> its longest finished task
 
@@ -37,7 +37,7 @@ class Lanes:
         ones."""
         if not self.remaining:
             return None
-        anywhere = set().union(*self.loaded)
+        anywhere = set(self.loaded)
         first: dict[str, int] = {}
         for i in self.remaining:
             if allowed is None or allowed(i):
@@ -45,14 +45,14 @@ class Lanes:
         if not first:
             return None
         leftmost = next(i for i in self.remaining if i in first.values())
-        choice = next((i for b, i in first.items() if b in self.loaded[lane]),
+        choice = next((i for b, i in first.items() if b == self.loaded[lane]),
                       next((i for b, i in first.items() if b not in anywhere), leftmost))
         slowest = max(first, key=self._seen)
         others = [t for b, t in self.took.items() if b != slowest]
         if others and self._seen(slowest) > LONGER * max(others):
             choice = first[slowest]
         self.remaining.remove(choice)
-        self.loaded[lane] = {self.backends[choice]}  # a worker runs one framework (suite/workers.py)
+        self.loaded[lane] = self.backends[choice]  # a worker runs one framework (suite/workers.py)
         self.started[choice] = self.clock()
         return choice
 

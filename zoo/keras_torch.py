@@ -8,4 +8,4 @@ import keras  # noqa: F401  (the library it needs: --plugin zoo loads it only wh
 FRAMEWORK = "torch"
 ENV = {"KERAS_BACKEND": "torch"}  # read before import (suite/plugins.py): keras picks its backend once, at import
 
-from zoo._keras import *  # noqa: E402, F403  (after ENV, which the worker has set before this import)
+from zoo._keras import *  # noqa: E402, F403  (the ops, shared by the keras plug-ins)
